@@ -1,0 +1,54 @@
+import { type EnvVar, enumVar, integerVar, listVar, stringVar } from "./env-var.js";
+
+/**
+ * Every `TDIST_*` environment variable, declared once. The CLI and the runtime
+ * read configuration only through these declarations; `tdist env` prints them.
+ */
+export const Env = {
+  namespace: stringVar("TDIST_NAMESPACE", "tdist", "Namespace that components register under."),
+  discovery: enumVar("TDIST_DISCOVERY", ["memory", "etcd"], "memory", "Discovery backend."),
+  etcdEndpoints: listVar("TDIST_ETCD_ENDPOINTS", ["http://127.0.0.1:2379"], "etcd client URLs."),
+  leaseTtlMs: integerVar("TDIST_LEASE_TTL_MS", 10_000, "Primary lease TTL in ms; keep-alive runs at TTL/3.", {
+    min: 1_000,
+  }),
+  natsUrl: stringVar(
+    "TDIST_NATS_URL",
+    "nats://127.0.0.1:4222",
+    "NATS server URL (event plane, queues, NATS request plane).",
+  ),
+  requestPlane: enumVar("TDIST_REQUEST_PLANE", ["tcp", "nats"], "tcp", "Request plane used across processes."),
+  eventPlane: enumVar("TDIST_EVENT_PLANE", ["memory", "nats"], "memory", "Event plane and work queue backend."),
+  tcpHost: stringVar("TDIST_TCP_HOST", "127.0.0.1", "Host the TCP request plane listens on."),
+  tcpAdvertiseHost: stringVar(
+    "TDIST_TCP_ADVERTISE_HOST",
+    "",
+    "Host other processes use to reach this one; defaults to TDIST_TCP_HOST (or the hostname when it is 0.0.0.0).",
+  ),
+  tcpPort: integerVar("TDIST_TCP_PORT", 0, "TCP request plane port; 0 picks a free one.", { min: 0, max: 65_535 }),
+  maxFrameBytes: integerVar("TDIST_MAX_FRAME_BYTES", 16 * 1024 * 1024, "Largest request-plane frame accepted.", {
+    min: 1024,
+    max: 1024 * 1024 * 1024,
+  }),
+  streamWindow: integerVar(
+    "TDIST_STREAM_WINDOW",
+    256,
+    "Responses a stream may have in flight before the handler is paused (credit window).",
+    { min: 1, max: 1_000_000 },
+  ),
+  connectTimeoutMs: integerVar("TDIST_CONNECT_TIMEOUT_MS", 5_000, "Timeout for opening a request-plane connection.", {
+    min: 1,
+  }),
+  shutdownGraceMs: integerVar(
+    "TDIST_SHUTDOWN_GRACE_MS",
+    10_000,
+    "How long shutdown waits for in-flight streams before killing them.",
+    { min: 0 },
+  ),
+  httpPort: integerVar("TDIST_HTTP_PORT", 8000, "Port of the HTTP frontend.", { min: 0, max: 65_535 }),
+  logLevel: enumVar("TDIST_LOG_LEVEL", ["trace", "debug", "info", "warn", "error", "silent"], "info", "Log level."),
+} as const satisfies Record<string, EnvVar<unknown>>;
+
+/** All declared variables, for documentation and duplicate checks. */
+export function allEnvVars(): EnvVar<unknown>[] {
+  return Object.values(Env) as EnvVar<unknown>[];
+}

@@ -1,0 +1,72 @@
+/**
+ * The one registry of error codes. Every error the runtime raises carries one
+ * of these codes; callers branch on `code` or `category`, never on message text.
+ *
+ * Categories are what routing and retry logic act on (DESIGN.md "Errors").
+ */
+export const ErrorCategories = [
+  "no_instances",
+  "cannot_connect",
+  "disconnected",
+  "timeout",
+  "remote_handler",
+  "bad_request",
+  "shutting_down",
+  "cancelled",
+  "internal",
+] as const;
+
+export type ErrorCategory = (typeof ErrorCategories)[number];
+
+export const ErrorCodes = {
+  /** No live instance of the endpoint to route to. */
+  no_instances: "no_instances",
+  /** A direct route named an instance id that is not (or no longer) registered. */
+  instance_not_found: "no_instances",
+  /** The request reached a server that does not serve the endpoint path. */
+  endpoint_not_found: "no_instances",
+  /** Opening a connection to the instance failed. */
+  cannot_connect: "cannot_connect",
+  /** The connection carrying a stream was lost before the stream ended. */
+  disconnected: "disconnected",
+  /** The peer sent bytes that are not a valid frame; the connection is closed. */
+  protocol_error: "disconnected",
+  /** A frame larger than the configured maximum; refused, never allocated. */
+  frame_too_large: "bad_request",
+  /** A deadline or wait expired. */
+  timeout: "timeout",
+  /** The remote handler threw; its message travels with the error. */
+  remote_handler: "remote_handler",
+  /** The request or its options are invalid. */
+  bad_request: "bad_request",
+  /** A namespace, component or endpoint name failed validation. */
+  invalid_name: "bad_request",
+  /** An option or environment variable has an invalid value. */
+  invalid_option: "bad_request",
+  /** A request body could not be encoded or decoded by the codec. */
+  codec_error: "bad_request",
+  /** The endpoint is already served by this runtime. */
+  already_serving: "bad_request",
+  /** The runtime or server is draining and does not accept new work. */
+  shutting_down: "shutting_down",
+  /** The request was cancelled (killed) by the caller. */
+  cancelled: "cancelled",
+  /** A discovery backend operation failed. */
+  discovery_error: "cannot_connect",
+  /** A lease expired or was revoked while still in use. */
+  lease_lost: "disconnected",
+  /** An event plane or work queue backend operation failed. */
+  event_plane_error: "cannot_connect",
+  /** An unexpected internal failure. */
+  internal: "internal",
+} as const satisfies Record<string, ErrorCategory>;
+
+export type ErrorCode = keyof typeof ErrorCodes;
+
+export function categoryOf(code: ErrorCode): ErrorCategory {
+  return ErrorCodes[code];
+}
+
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === "string" && Object.hasOwn(ErrorCodes, value);
+}
