@@ -22,9 +22,12 @@ export async function withTimeout<T>(
       timeoutMs,
     );
   }
+  const aborted = abortPromise(controller.signal);
   try {
-    return await fn(controller.signal);
+    // Race so that the bound holds even when `fn` ignores its signal.
+    return await Promise.race([fn(controller.signal), aborted.promise]);
   } finally {
+    aborted.dispose();
     if (timer) clearTimeout(timer);
     parent?.removeEventListener("abort", onParentAbort);
   }

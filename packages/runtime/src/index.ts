@@ -1,0 +1,73 @@
+/**
+ * @tdist/runtime: serve any async generator as a discoverable, routable,
+ * streaming endpoint, in one process or across many.
+ *
+ * ```ts
+ * import { DistributedRuntime } from "@tdist/runtime";
+ *
+ * const runtime = await DistributedRuntime.create();
+ * const endpoint = runtime.namespace("tdist").component("hello").endpoint("generate");
+ * await endpoint.serve(async function* (text: string) {
+ *   for (const word of text.split(" ")) yield word;
+ * });
+ * const client = await endpoint.client<string, string>();
+ * for await (const word of client.generate("hello world")) console.log(word);
+ * await runtime.shutdown();
+ * ```
+ */
+export {
+  Client,
+  type ClientOptions,
+  type GenerateOptions,
+  type WaitForInstancesOptions,
+} from "./client/client.js";
+export { type Instance, instanceKey, instanceKeyPrefix } from "./client/instance.js";
+export {
+  direct,
+  leastLoaded,
+  type PickContext,
+  powerOfTwo,
+  type RouterMode,
+  type RouterPolicy,
+  random,
+  roundRobin,
+  routerForMode,
+  routers,
+} from "./client/router-policy.js";
+export { Component, Endpoint, Namespace } from "./component.js";
+export { type EnvVar, readEnv } from "./config/env-var.js";
+export { allEnvVars, Env } from "./config/environment.js";
+export { Context } from "./context.js";
+export type {
+  Discovery,
+  KeyValue,
+  Lease,
+  PrefixWatch,
+  PutOptions,
+  WatchEvent,
+  WatchOptions,
+} from "./discovery/discovery.js";
+export { MemoryDiscovery, MemoryDiscoveryStore } from "./discovery/memory-discovery.js";
+export { ErrorCategories, type ErrorCategory, type ErrorCode, ErrorCodes } from "./errors/error-codes.js";
+export { TdistError, type WireError } from "./errors/tdist-error.js";
+export type { Handler, ResponseStream } from "./handler.js";
+export { type Logger, silentLogger } from "./logger.js";
+export { type NameKind, validateName } from "./names.js";
+export { type Codec, jsonCodec } from "./request-plane/codec.js";
+export type { TransportAddress } from "./request-plane/request-plane.js";
+export {
+  DistributedRuntime,
+  type RuntimeState,
+  type ServedEndpoint,
+  type ServeOptions,
+  type ShutdownOptions,
+} from "./runtime.js";
+export {
+  type DiscoveryOptions,
+  type RequestPlaneOptions,
+  type RuntimeOptions,
+  resolveRuntimeOptions,
+} from "./runtime-options.js";
+export { type SignalHandlerOptions, shutdownOnSignals } from "./shutdown-signals.js";
+export { delay, withTimeout } from "./util/abort.js";
+export { AsyncQueue } from "./util/async-queue.js";

@@ -1,0 +1,214 @@
+import { connect, type Socket } from "node:net";
+import type { Context } from "../context.js";
+import { TdistError } from "../errors/tdist-error.js";
+import type { Logger } from "../logger.js";
+import type { Codec } from "./codec.js";
+import {
+  encodeCredit,
+  encodeFrame,
+  encodeRequestPayload,
+  FRAME_HEADER_BYTES,
+  type Frame,
+  FrameParser,
+  FrameType,
+} from "./frame.js";
+import { FrameWriter } from "./frame-writer.js";
+import { type StreamTransport, TcpResponseStream } from "./tcp-response-stream.js";
+
+export interface TcpConnectionOptions {
+  address: string;
+  maxFrameBytes: number;
+  connectTimeoutMs: number;
+  streamWindow: number;
+  codec: Codec;
+  logger: Logger;
+}
+
+const MAX_STREAM_ID = 0xffffffff;
+
+/**
+ * The caller's connection to one peer process, multiplexing every stream to
+ * it. Frames written while connecting wait in the writer. When the connection
+ * drops, every open stream fails with `disconnected` (or `cannot_connect` if
+ * it never opened) at once.
+ */
+export class TcpConnection implements StreamTransport {
+  private readonly writer = new FrameWriter();
+  private readonly streams = new Map<number, TcpResponseStream<unknown>>();
+  private readonly socket: Socket;
+  private nextStreamId = 1;
+  private connected = false;
+  private closedWith: TdistError | undefined;
+  private readonly closeListeners: Array<(error: TdistError) => void> = [];
+
+  constructor(private readonly options: TcpConnectionOptions) {
+    const { host, port } = parseAddress(options.address);
+    const parser = new FrameParser(options.maxFrameBytes, (frame) => this.onFrame(frame));
+    this.socket = connect({ host, port, noDelay: true });
+    const timer = setTimeout(() => {
+      this.fail(new TdistError("cannot_connect", `connect to ${options.address} timed out`));
+    }, options.connectTimeoutMs);
+    this.socket.once("connect", () => {
+      clearTimeout(timer);
+      this.connected = true;
+      this.writer.attach(this.socket);
+    });
+    this.socket.on("data", (chunk: Buffer) => {
+      try {
+        parser.push(chunk);
+      } catch (err) {
+        this.fail(TdistError.wrap(err, "protocol_error", `bad frame from ${options.address}`));
+      }
+    });
+    this.socket.on("error", (err) => {
+      clearTimeout(timer);
+      this.fail(
+        this.connected
+          ? TdistError.wrap(err, "disconnected", `connection to ${options.address} lost`)
+          : TdistError.wrap(err, "cannot_connect", `cannot connect to ${options.address}`),
+      );
+    });
+    this.socket.once("close", () => {
+      clearTimeout(timer);
+      this.fail(
+        this.connected
+          ? new TdistError("disconnected", `connection to ${options.address} closed`)
+          : new TdistError("cannot_connect", `cannot connect to ${options.address}`),
+      );
+    });
+  }
+
+  get isClosed(): boolean {
+    return this.closedWith !== undefined;
+  }
+
+  get openStreams(): number {
+    return this.streams.size;
+  }
+
+  onClose(listener: (error: TdistError) => void): void {
+    this.closeListeners.push(listener);
+  }
+
+  open<T>(
+    path: string,
+    request: unknown,
+    instanceId: string,
+    context: Context,
+    deadline: number | undefined,
+    onSettled: (() => void) | undefined,
+  ): TcpResponseStream<T> {
+    const streamId = this.allocateStreamId();
+    const window = this.options.streamWindow;
+    const stream = new TcpResponseStream<T>(streamId, instanceId, context, window, this, onSettled);
+    if (this.closedWith) {
+      stream.pushError(this.closedWith);
+      return stream;
+    }
+    let payload: Buffer;
+    try {
+      const body = this.options.codec.encode(request);
+      const headers = {
+        requestId: context.requestId,
+        credit: window,
+        ...(deadline === undefined ? {} : { deadline }),
+        ...(Object.keys(context.annotations).length === 0 ? {} : { annotations: { ...context.annotations } }),
+      };
+      payload = encodeRequestPayload(path, headers, typeof body === "string" ? Buffer.from(body) : body);
+    } catch (err) {
+      stream.pushError(TdistError.wrap(err, "codec_error"));
+      return stream;
+    }
+    if (payload.length + FRAME_HEADER_BYTES > this.options.maxFrameBytes) {
+      stream.pushError(
+        new TdistError(
+          "frame_too_large",
+          `request of ${payload.length} bytes exceeds the maximum frame of ${this.options.maxFrameBytes} bytes`,
+        ),
+      );
+      return stream;
+    }
+    this.streams.set(streamId, stream as TcpResponseStream<unknown>);
+    this.writer.write(encodeFrame(FrameType.REQUEST, streamId, payload));
+    return stream;
+  }
+
+  sendCredit(streamId: number, credit: number): void {
+    if (this.streams.has(streamId)) this.writer.write(encodeCredit(streamId, credit));
+  }
+
+  sendStop(streamId: number): void {
+    if (this.streams.has(streamId)) this.writer.write(encodeFrame(FrameType.STOP, streamId));
+  }
+
+  sendKill(streamId: number): void {
+    if (this.streams.has(streamId)) this.writer.write(encodeFrame(FrameType.KILL, streamId));
+  }
+
+  release(streamId: number): void {
+    this.streams.delete(streamId);
+  }
+
+  close(): void {
+    this.fail(new TdistError("shutting_down", "connection closed by the caller"));
+  }
+
+  private onFrame(frame: Frame): void {
+    const stream = this.streams.get(frame.streamId);
+    switch (frame.type) {
+      case FrameType.DATA: {
+        if (stream === undefined) return;
+        let value: unknown;
+        try {
+          value = this.options.codec.decode(frame.payload);
+        } catch (err) {
+          stream.pushError(TdistError.wrap(err, "codec_error", "response body"));
+          this.sendKill(frame.streamId);
+          return;
+        }
+        stream.pushData(value);
+        return;
+      }
+      case FrameType.END:
+        stream?.pushEnd();
+        return;
+      case FrameType.ERROR: {
+        let wire: unknown;
+        try {
+          wire = JSON.parse(frame.payload.toString("utf8"));
+        } catch {
+          wire = undefined;
+        }
+        const error = TdistError.fromWire(wire);
+        if (frame.streamId === 0) this.fail(error);
+        else stream?.pushError(error);
+        return;
+      }
+      default:
+        throw new TdistError("protocol_error", `unexpected frame type ${frame.type} from a server`);
+    }
+  }
+
+  private allocateStreamId(): number {
+    const id = this.nextStreamId;
+    this.nextStreamId = id >= MAX_STREAM_ID ? 1 : id + 1;
+    return id;
+  }
+
+  private fail(error: TdistError): void {
+    if (this.closedWith) return;
+    this.closedWith = error;
+    this.writer.close();
+    this.socket.destroy();
+    const streams = [...this.streams.values()];
+    this.streams.clear();
+    for (const stream of streams) stream.pushError(error);
+    for (const listener of this.closeListeners) listener(error);
+  }
+}
+
+export function parseAddress(address: string): { host: string; port: number } {
+  const match = /^\[?([^\]]+?)\]?:(\d+)$/.exec(address);
+  if (!match) throw new TdistError("bad_request", `invalid TCP address ${JSON.stringify(address)}`);
+  return { host: match[1] as string, port: Number(match[2]) };
+}

@@ -1,0 +1,220 @@
+import { type AddressInfo, createServer, type Server, type Socket } from "node:net";
+import { hostname } from "node:os";
+import { Context } from "../context.js";
+import { TdistError, type WireError } from "../errors/tdist-error.js";
+import type { Logger } from "../logger.js";
+import type { Codec } from "./codec.js";
+import { decodeRequestPayload, encodeFrame, encodeStringFrame, type Frame, FrameParser, FrameType } from "./frame.js";
+import { FrameWriter } from "./frame-writer.js";
+import { HandlerRun, type ResponseSink } from "./handler-run.js";
+import type { RequestPlaneServer, ServedHandler, TransportAddress } from "./request-plane.js";
+
+export interface TcpServerOptions {
+  host: string;
+  port: number;
+  /** Host other processes dial; defaults to `host` (the hostname when `host` is a wildcard). */
+  advertiseHost?: string;
+  maxFrameBytes: number;
+  codec: Codec;
+  logger: Logger;
+}
+
+/**
+ * The TCP request plane's server: one listening socket per runtime, many
+ * multiplexed streams per connection, credit-based flow control per stream.
+ */
+export class TcpRequestServer implements RequestPlaneServer {
+  readonly kind = "tcp" as const;
+  private readonly handlers = new Map<string, ServedHandler>();
+  private readonly connections = new Set<ServerConnection>();
+  private server: Server | undefined;
+  private listening: Promise<string> | undefined;
+  private accepting = true;
+
+  constructor(private readonly options: TcpServerOptions) {}
+
+  async register(entry: ServedHandler): Promise<TransportAddress> {
+    this.handlers.set(entry.path, entry);
+    return { tcp: await this.listen() };
+  }
+
+  unregister(path: string): void {
+    this.handlers.delete(path);
+  }
+
+  lookup(path: string): ServedHandler | undefined {
+    return this.handlers.get(path);
+  }
+
+  get isAccepting(): boolean {
+    return this.accepting;
+  }
+
+  stopAccepting(): void {
+    this.accepting = false;
+  }
+
+  /** The advertised `host:port`, once listening. */
+  async listen(): Promise<string> {
+    this.listening ??= new Promise<string>((resolve, reject) => {
+      const server = createServer({ noDelay: true }, (socket) => this.accept(socket));
+      this.server = server;
+      server.once("error", (err) => reject(TdistError.wrap(err, "cannot_connect", "TCP request plane cannot listen")));
+      server.listen(this.options.port, this.options.host, () => {
+        const { port } = server.address() as AddressInfo;
+        resolve(`${this.advertisedHost()}:${port}`);
+      });
+    });
+    return this.listening;
+  }
+
+  async close(): Promise<void> {
+    this.accepting = false;
+    for (const connection of [...this.connections])
+      connection.destroy(new TdistError("shutting_down", "server closed"));
+    const server = this.server;
+    if (server === undefined) return;
+    this.server = undefined;
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  private advertisedHost(): string {
+    const { advertiseHost, host } = this.options;
+    if (advertiseHost) return advertiseHost;
+    if (host === "0.0.0.0" || host === "::") return hostname();
+    return host.includes(":") ? `[${host}]` : host;
+  }
+
+  private accept(socket: Socket): void {
+    socket.setNoDelay(true);
+    const connection = new ServerConnection(socket, this, this.options);
+    this.connections.add(connection);
+    socket.once("close", () => this.connections.delete(connection));
+  }
+}
+
+/** One accepted connection and the streams multiplexed on it. */
+class ServerConnection {
+  private readonly writer = new FrameWriter();
+  private readonly runs = new Map<number, HandlerRun>();
+  private readonly parser: FrameParser;
+  private closed = false;
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly server: TcpRequestServer,
+    private readonly options: TcpServerOptions,
+  ) {
+    this.parser = new FrameParser(options.maxFrameBytes, (frame) => this.onFrame(frame));
+    this.writer.attach(socket);
+    socket.on("data", (chunk: Buffer) => {
+      try {
+        this.parser.push(chunk);
+      } catch (err) {
+        const error = TdistError.wrap(err, "protocol_error");
+        this.options.logger.warn(
+          { err: error, remote: socket.remoteAddress },
+          "closing request-plane connection: bad frame",
+        );
+        this.writer.write(encodeStringFrame(FrameType.ERROR, 0, JSON.stringify(error.toWire())));
+        this.writer.flush();
+        this.destroy(error, true);
+      }
+    });
+    socket.on("error", () => {});
+    socket.once("close", () => this.destroy(new TdistError("disconnected", "caller disconnected")));
+  }
+
+  /** Kills every stream on this connection; `graceful` lets queued bytes leave first. */
+  destroy(reason: TdistError, graceful = false): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const run of this.runs.values()) run.kill(reason);
+    this.runs.clear();
+    if (graceful) {
+      this.socket.end();
+      setTimeout(() => this.socket.destroy(), 1000).unref();
+    } else {
+      this.writer.close();
+      this.socket.destroy();
+    }
+  }
+
+  private onFrame(frame: Frame): void {
+    if (this.closed) return;
+    switch (frame.type) {
+      case FrameType.REQUEST:
+        this.onRequest(frame);
+        return;
+      case FrameType.CREDIT:
+        if (frame.payload.length !== 4) throw new TdistError("protocol_error", "CREDIT frame must carry a u32");
+        this.runs.get(frame.streamId)?.addCredit(frame.payload.readUInt32BE(0));
+        return;
+      case FrameType.STOP:
+        this.runs.get(frame.streamId)?.stop();
+        return;
+      case FrameType.KILL:
+        this.runs.get(frame.streamId)?.kill(new TdistError("cancelled", "caller killed the request"));
+        this.runs.delete(frame.streamId);
+        return;
+      default:
+        throw new TdistError("protocol_error", `unexpected frame type ${frame.type} from a caller`);
+    }
+  }
+
+  private onRequest(frame: Frame): void {
+    const { streamId } = frame;
+    if (this.runs.has(streamId)) throw new TdistError("protocol_error", `stream ${streamId} is already open`);
+    const head = decodeRequestPayload(frame.payload);
+    const fail = (error: TdistError): void =>
+      this.writer.write(encodeStringFrame(FrameType.ERROR, streamId, JSON.stringify(error.toWire())));
+    if (!this.server.isAccepting) {
+      fail(new TdistError("shutting_down", "instance is shutting down"));
+      return;
+    }
+    const entry = this.server.lookup(head.path);
+    if (entry === undefined) {
+      fail(new TdistError("endpoint_not_found", `endpoint ${head.path} is not served here`));
+      return;
+    }
+    let request: unknown;
+    try {
+      request = this.options.codec.decode(head.body);
+    } catch (err) {
+      fail(TdistError.wrap(err, "codec_error"));
+      return;
+    }
+    const ctx = new Context({ requestId: head.headers.requestId, annotations: head.headers.annotations ?? {} });
+    const run = new HandlerRun(ctx, head.headers.credit, this.sinkFor(streamId));
+    this.runs.set(streamId, run);
+    entry.inFlight.add(run);
+    void run.run(entry.handler, request).finally(() => {
+      entry.inFlight.delete(run);
+      if (this.runs.get(streamId) === run) this.runs.delete(streamId);
+    });
+  }
+
+  private sinkFor(streamId: number): ResponseSink {
+    const { writer } = this;
+    const codec = this.options.codec;
+    return {
+      send(value) {
+        const body = codec.encode(value);
+        writer.write(
+          typeof body === "string"
+            ? encodeStringFrame(FrameType.DATA, streamId, body)
+            : encodeFrame(FrameType.DATA, streamId, body),
+        );
+      },
+      end() {
+        writer.write(encodeFrame(FrameType.END, streamId));
+      },
+      fail(error: WireError) {
+        writer.write(encodeStringFrame(FrameType.ERROR, streamId, JSON.stringify(error)));
+      },
+      backpressure() {
+        return writer.needsDrain ? writer.drained() : undefined;
+      },
+    };
+  }
+}

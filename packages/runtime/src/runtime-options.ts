@@ -1,0 +1,112 @@
+import { readEnv } from "./config/env-var.js";
+import { Env } from "./config/environment.js";
+import type { Discovery } from "./discovery/discovery.js";
+import type { MemoryDiscoveryStore } from "./discovery/memory-discovery.js";
+import { TdistError } from "./errors/tdist-error.js";
+import { type Logger, silentLogger } from "./logger.js";
+import { type Codec, jsonCodec } from "./request-plane/codec.js";
+
+export type DiscoveryOptions =
+  | { kind: "memory"; store?: MemoryDiscoveryStore }
+  | { kind: "etcd"; endpoints?: readonly string[] };
+
+export type RequestPlaneOptions =
+  | { kind: "tcp"; host?: string; port?: number; advertiseHost?: string }
+  | { kind: "nats"; url?: string };
+
+export interface RuntimeOptions {
+  /** A Discovery instance, or how to make one. Default: `TDIST_DISCOVERY` (memory). */
+  discovery?: Discovery | DiscoveryOptions;
+  /** Request plane across runtimes. Default: `TDIST_REQUEST_PLANE` (tcp). */
+  requestPlane?: RequestPlaneOptions;
+  leaseTtlMs?: number;
+  /** Responses in flight per stream before the handler pauses. */
+  streamWindow?: number;
+  maxFrameBytes?: number;
+  connectTimeoutMs?: number;
+  /** How long `shutdown()` lets in-flight streams finish before killing them. */
+  shutdownGraceMs?: number;
+  codec?: Codec;
+  logger?: Logger;
+  /** Where defaults come from; `process.env` unless given (tests pass `{}`). */
+  env?: NodeJS.ProcessEnv;
+}
+
+export interface ResolvedRuntimeOptions {
+  discovery: Discovery | Required<DiscoveryOptions> | { kind: "memory"; store?: MemoryDiscoveryStore };
+  requestPlane: { kind: "tcp"; host: string; port: number; advertiseHost: string } | { kind: "nats"; url: string };
+  leaseTtlMs: number;
+  streamWindow: number;
+  maxFrameBytes: number;
+  connectTimeoutMs: number;
+  shutdownGraceMs: number;
+  codec: Codec;
+  logger: Logger;
+}
+
+function positiveInteger(name: string, value: number, min = 1): number {
+  if (!Number.isInteger(value) || value < min) {
+    throw new TdistError("invalid_option", `option ${name} must be an integer >= ${min}, got ${String(value)}`);
+  }
+  return value;
+}
+
+/** Options → defaults (from the environment registry) → validation → a resolved object. */
+export function resolveRuntimeOptions(options: RuntimeOptions = {}): ResolvedRuntimeOptions {
+  const env = options.env ?? process.env;
+  let discovery: ResolvedRuntimeOptions["discovery"];
+  const given = options.discovery;
+  if (given !== undefined && "grantLease" in given) {
+    discovery = given;
+  } else {
+    const kind = given?.kind ?? readEnv(Env.discovery, env);
+    if (kind === "memory") {
+      discovery = given?.kind === "memory" && given.store ? { kind, store: given.store } : { kind };
+    } else if (kind === "etcd") {
+      const endpoints = (given?.kind === "etcd" ? given.endpoints : undefined) ?? readEnv(Env.etcdEndpoints, env);
+      if (endpoints.length === 0) throw new TdistError("invalid_option", "etcd discovery needs at least one endpoint");
+      discovery = { kind, endpoints };
+    } else {
+      throw new TdistError("invalid_option", `unknown discovery kind ${JSON.stringify(kind)}: use memory or etcd`);
+    }
+  }
+
+  const planeKind = options.requestPlane?.kind ?? readEnv(Env.requestPlane, env);
+  let requestPlane: ResolvedRuntimeOptions["requestPlane"];
+  if (planeKind === "tcp") {
+    const given = options.requestPlane?.kind === "tcp" ? options.requestPlane : undefined;
+    requestPlane = {
+      kind: "tcp",
+      host: given?.host ?? readEnv(Env.tcpHost, env),
+      port: given?.port ?? readEnv(Env.tcpPort, env),
+      advertiseHost: given?.advertiseHost ?? readEnv(Env.tcpAdvertiseHost, env),
+    };
+    if (!Number.isInteger(requestPlane.port) || requestPlane.port < 0 || requestPlane.port > 65_535) {
+      throw new TdistError("invalid_option", `option requestPlane.port must be 0-65535, got ${requestPlane.port}`);
+    }
+  } else if (planeKind === "nats") {
+    const given = options.requestPlane?.kind === "nats" ? options.requestPlane : undefined;
+    requestPlane = { kind: "nats", url: given?.url ?? readEnv(Env.natsUrl, env) };
+  } else {
+    throw new TdistError("invalid_option", `unknown request plane ${JSON.stringify(planeKind)}: use tcp or nats`);
+  }
+
+  return {
+    discovery,
+    requestPlane,
+    leaseTtlMs: positiveInteger("leaseTtlMs", options.leaseTtlMs ?? readEnv(Env.leaseTtlMs, env), 1000),
+    streamWindow: positiveInteger("streamWindow", options.streamWindow ?? readEnv(Env.streamWindow, env)),
+    maxFrameBytes: positiveInteger("maxFrameBytes", options.maxFrameBytes ?? readEnv(Env.maxFrameBytes, env), 1024),
+    connectTimeoutMs: positiveInteger(
+      "connectTimeoutMs",
+      options.connectTimeoutMs ?? readEnv(Env.connectTimeoutMs, env),
+    ),
+    shutdownGraceMs: positiveInteger(
+      "shutdownGraceMs",
+      options.shutdownGraceMs ?? readEnv(Env.shutdownGraceMs, env),
+      0,
+    ),
+    codec: options.codec ?? jsonCodec,
+    logger: options.logger ?? silentLogger,
+  };
+}

@@ -1,0 +1,78 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { MemoryDiscoveryStore } from "./discovery/memory-discovery.js";
+import { TdistError } from "./errors/tdist-error.js";
+import { DistributedRuntime } from "./runtime.js";
+import { wordsHandler } from "./testing/request-plane-suite.js";
+
+describe("runtime - lifecycle", () => {
+  let runtime: DistributedRuntime | undefined;
+  afterEach(async () => {
+    await runtime?.shutdown({ graceMs: 100 });
+  });
+
+  const create = async () => {
+    runtime = await DistributedRuntime.create({
+      env: {},
+      discovery: { kind: "memory", store: new MemoryDiscoveryStore() },
+    });
+    return runtime;
+  };
+
+  it("runtime - moves through running, draining and stopped", async () => {
+    const rt = await create();
+    expect(rt.state).toBe("running");
+    const done = rt.shutdown();
+    expect(rt.state).toBe("draining");
+    await done;
+    expect(rt.state).toBe("stopped");
+  });
+
+  it("runtime - await using shuts the runtime down", async () => {
+    let captured: DistributedRuntime | undefined;
+    {
+      await using rt = await DistributedRuntime.create({
+        env: {},
+        discovery: { kind: "memory", store: new MemoryDiscoveryStore() },
+      });
+      captured = rt;
+    }
+    expect(captured.state).toBe("stopped");
+  });
+
+  it("runtime - registers instances under its lease id as lower-case hex", async () => {
+    const rt = await create();
+    const served = await rt.namespace("ns").component("comp").endpoint("ep").serve(wordsHandler);
+    expect(served.instanceId).toMatch(/^[0-9a-f]+$/);
+    const keys = (await rt.discovery.list("v1/instances/")).map((kv) => kv.key);
+    expect(keys).toEqual([`v1/instances/ns/comp/ep/${served.instanceId}`]);
+  });
+
+  it("runtime - serving one endpoint twice is already_serving; serving after shutdown is shutting_down", async () => {
+    const rt = await create();
+    const endpoint = rt.namespace("ns").component("comp").endpoint("ep");
+    await endpoint.serve(wordsHandler);
+    await expect(endpoint.serve(wordsHandler)).rejects.toMatchObject({ code: "already_serving" });
+    await rt.shutdown();
+    await expect(endpoint.serve(wordsHandler)).rejects.toSatisfy((err) => TdistError.is(err, "shutting_down"));
+  });
+
+  it("runtime - invalid names and options are typed errors", async () => {
+    const rt = await create();
+    expect(() => rt.namespace("Bad Name")).toThrowError(/invalid namespace name/);
+    await expect(DistributedRuntime.create({ env: {}, streamWindow: 0 })).rejects.toMatchObject({
+      code: "invalid_option",
+    });
+    await expect(DistributedRuntime.create({ env: { TDIST_REQUEST_PLANE: "carrier-pigeon" } })).rejects.toMatchObject({
+      code: "invalid_option",
+    });
+  });
+
+  it("runtime - a stopped endpoint leaves discovery but the runtime keeps serving others", async () => {
+    const rt = await create();
+    const a = await rt.namespace("ns").component("comp").endpoint("a").serve(wordsHandler);
+    await rt.namespace("ns").component("comp").endpoint("b").serve(wordsHandler);
+    await a.stop();
+    const keys = (await rt.discovery.list("v1/instances/")).map((kv) => kv.key.split("/")[4]);
+    expect(keys).toEqual(["b"]);
+  });
+});

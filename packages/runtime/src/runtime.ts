@@ -1,0 +1,268 @@
+import { Client, type ClientHost, type ClientOptions } from "./client/client.js";
+import { instanceKey } from "./client/instance.js";
+import { type Endpoint, Namespace } from "./component.js";
+import type { Discovery, Lease } from "./discovery/discovery.js";
+import { MemoryDiscovery } from "./discovery/memory-discovery.js";
+import { TdistError } from "./errors/tdist-error.js";
+import type { Handler } from "./handler.js";
+import type { Logger } from "./logger.js";
+import type { RequestPlaneClient, RequestPlaneServer, ServedHandler } from "./request-plane/request-plane.js";
+import { TcpRequestClient } from "./request-plane/tcp-request-client.js";
+import { TcpRequestServer } from "./request-plane/tcp-server.js";
+import { type ResolvedRuntimeOptions, type RuntimeOptions, resolveRuntimeOptions } from "./runtime-options.js";
+import { delay } from "./util/abort.js";
+
+export type RuntimeState = "starting" | "running" | "draining" | "stopped";
+
+export interface ServeOptions {
+  /** Free-form metadata stored with the instance record (model name, limits, ...). */
+  metadata?: Record<string, unknown>;
+}
+
+/** A served endpoint instance. */
+export interface ServedEndpoint {
+  readonly instanceId: string;
+  readonly path: string;
+  /** Requests running now. */
+  readonly inFlight: number;
+  /** Deregisters, then lets in-flight requests finish for up to `graceMs` before killing them. */
+  stop(options?: { graceMs?: number }): Promise<void>;
+}
+
+export interface ShutdownOptions {
+  graceMs?: number;
+}
+
+/**
+ * The distributed runtime: one per process (or several in one process for
+ * tests). It owns the discovery handle, the request plane and the primary
+ * lease whose id is this process's instance id.
+ *
+ * ```ts
+ * await using runtime = await DistributedRuntime.create();
+ * const endpoint = runtime.namespace("tdist").component("backend").endpoint("generate");
+ * await endpoint.serve(async function* (req: string) { yield req.toUpperCase(); });
+ * ```
+ */
+export class DistributedRuntime implements ClientHost {
+  private stateValue: RuntimeState = "starting";
+  private lease: Lease | undefined;
+  private leasePromise: Promise<Lease> | undefined;
+  private readonly served = new Map<string, { entry: ServedHandler; key: string }>();
+  private readonly clients = new Set<Client<unknown, unknown>>();
+  private shutdownPromise: Promise<void> | undefined;
+  private serverValue: RequestPlaneServer | undefined;
+
+  private constructor(
+    readonly options: ResolvedRuntimeOptions,
+    readonly discovery: Discovery,
+    private readonly ownsDiscovery: boolean,
+    readonly requestPlane: RequestPlaneClient,
+  ) {}
+
+  /** Builds a runtime from options; defaults come from the `TDIST_*` environment. */
+  static async create(options: RuntimeOptions = {}): Promise<DistributedRuntime> {
+    const resolved = resolveRuntimeOptions(options);
+    const { discovery, owned } = await openDiscovery(resolved);
+    const requestPlane = await openRequestPlaneClient(resolved);
+    const runtime = new DistributedRuntime(resolved, discovery, owned, requestPlane);
+    runtime.stateValue = "running";
+    return runtime;
+  }
+
+  get state(): RuntimeState {
+    return this.stateValue;
+  }
+
+  get logger(): Logger {
+    return this.options.logger;
+  }
+
+  /** This process's instance id (its primary lease id), once it serves an endpoint. */
+  get instanceId(): string | undefined {
+    return this.lease?.id;
+  }
+
+  namespace(name: string): Namespace {
+    return new Namespace(this, name);
+  }
+
+  /** The primary lease, granted on first use and kept alive by discovery. */
+  primaryLease(): Promise<Lease> {
+    this.leasePromise ??= this.discovery.grantLease(this.options.leaseTtlMs).then((lease) => {
+      this.lease = lease;
+      lease.lost.addEventListener(
+        "abort",
+        () => {
+          if (this.stateValue === "running") {
+            this.logger.error({ leaseId: lease.id, err: lease.lost.reason }, "primary lease lost for good");
+          }
+        },
+        { once: true },
+      );
+      return lease;
+    });
+    return this.leasePromise;
+  }
+
+  /** @internal Called by `Endpoint.serve`. */
+  async serveEndpoint(endpoint: Endpoint, handler: Handler, options: ServeOptions): Promise<ServedEndpoint> {
+    this.assertRunning();
+    const path = endpoint.path;
+    if (this.served.has(path)) throw new TdistError("already_serving", `endpoint ${path} is already served here`);
+    const entry: ServedHandler = { path, handler, inFlight: new Set() };
+    const lease = await this.primaryLease();
+    const server = await this.server();
+    const transport = await server.register(entry);
+    const key = instanceKey(endpoint.component.namespace.name, endpoint.component.name, endpoint.name, lease.id);
+    this.served.set(path, { entry, key });
+    const record = {
+      instanceId: lease.id,
+      namespace: endpoint.component.namespace.name,
+      component: endpoint.component.name,
+      endpoint: endpoint.name,
+      transport,
+      metadata: options.metadata ?? {},
+      registeredAt: Date.now(),
+    };
+    try {
+      await this.discovery.put(key, JSON.stringify(record), { lease });
+    } catch (err) {
+      this.served.delete(path);
+      server.unregister(path);
+      throw TdistError.wrap(err, "discovery_error", `cannot register ${path}`);
+    }
+    this.logger.info({ endpoint: path, instanceId: lease.id, transport }, "serving endpoint");
+    return {
+      instanceId: lease.id,
+      path,
+      get inFlight() {
+        return entry.inFlight.size;
+      },
+      stop: (stopOptions) => this.stopServing(path, stopOptions?.graceMs ?? this.options.shutdownGraceMs),
+    };
+  }
+
+  /** @internal Called by `Endpoint.client`. */
+  async createClient<Req, Resp>(endpoint: Endpoint, options: ClientOptions): Promise<Client<Req, Resp>> {
+    this.assertRunning();
+    const client = await Client.create<Req, Resp>(
+      this,
+      endpoint.component.namespace.name,
+      endpoint.component.name,
+      endpoint.name,
+      options,
+    );
+    this.clients.add(client as Client<unknown, unknown>);
+    return client;
+  }
+
+  /** @internal The local plane: a handler this runtime serves at `path`. */
+  localHandler(path: string): ServedHandler | undefined {
+    if (this.stateValue !== "running") return undefined;
+    return this.served.get(path)?.entry;
+  }
+
+  /**
+   * Deregisters every instance first (clients stop routing here), stops
+   * accepting, lets in-flight streams finish for up to the grace period, kills
+   * what remains, then closes connections, clients and the lease.
+   */
+  shutdown(options: ShutdownOptions = {}): Promise<void> {
+    this.shutdownPromise ??= this.runShutdown(options.graceMs ?? this.options.shutdownGraceMs);
+    return this.shutdownPromise;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.shutdown();
+  }
+
+  private async runShutdown(graceMs: number): Promise<void> {
+    this.stateValue = "draining";
+    const served = [...this.served.values()];
+    await Promise.all(served.map(({ key }) => this.deregister(key)));
+    this.serverValue?.stopAccepting();
+    await drain(
+      served.map(({ entry }) => entry),
+      graceMs,
+    );
+    for (const { entry } of served) this.serverValue?.unregister(entry.path);
+    this.served.clear();
+    await Promise.all([...this.clients].map((client) => client.close()));
+    this.clients.clear();
+    await this.serverValue?.close();
+    await this.requestPlane.close();
+    if (this.lease) await this.lease.revoke().catch(() => {});
+    if (this.ownsDiscovery) await this.discovery.close();
+    this.stateValue = "stopped";
+    this.logger.info({}, "runtime stopped");
+  }
+
+  private async stopServing(path: string, graceMs: number): Promise<void> {
+    const served = this.served.get(path);
+    if (served === undefined) return;
+    this.served.delete(path);
+    await this.deregister(served.key);
+    await drain([served.entry], graceMs);
+    this.serverValue?.unregister(path);
+  }
+
+  private async deregister(key: string): Promise<void> {
+    try {
+      await this.discovery.delete(key);
+    } catch (err) {
+      this.logger.warn({ err, key }, "cannot deregister; the lease will expire it");
+    }
+  }
+
+  private async server(): Promise<RequestPlaneServer> {
+    if (this.serverValue) return this.serverValue;
+    const plane = this.options.requestPlane;
+    if (plane.kind !== "tcp") throw new TdistError("invalid_option", `request plane ${plane.kind} is not available`);
+    this.serverValue = new TcpRequestServer({
+      host: plane.host,
+      port: plane.port,
+      ...(plane.advertiseHost ? { advertiseHost: plane.advertiseHost } : {}),
+      maxFrameBytes: this.options.maxFrameBytes,
+      codec: this.options.codec,
+      logger: this.logger,
+    });
+    return this.serverValue;
+  }
+
+  private assertRunning(): void {
+    if (this.stateValue !== "running") {
+      throw new TdistError("shutting_down", `runtime is ${this.stateValue}`);
+    }
+  }
+}
+
+async function drain(entries: ServedHandler[], graceMs: number): Promise<void> {
+  const deadline = Date.now() + graceMs;
+  const busy = (): boolean => entries.some((entry) => entry.inFlight.size > 0);
+  while (busy() && Date.now() < deadline) await delay(Math.min(10, Math.max(1, deadline - Date.now())));
+  const reason = new TdistError("shutting_down", "shutdown grace period expired");
+  for (const entry of entries) for (const run of [...entry.inFlight]) run.kill(reason);
+}
+
+async function openDiscovery(options: ResolvedRuntimeOptions): Promise<{ discovery: Discovery; owned: boolean }> {
+  const given = options.discovery;
+  if ("grantLease" in given) return { discovery: given, owned: false };
+  if (given.kind === "memory") return { discovery: new MemoryDiscovery(given.store), owned: true };
+  const { EtcdDiscovery } = await import("./discovery/etcd-discovery.js");
+  const discovery = await EtcdDiscovery.connect({ endpoints: [...given.endpoints], logger: options.logger });
+  return { discovery, owned: true };
+}
+
+async function openRequestPlaneClient(options: ResolvedRuntimeOptions): Promise<RequestPlaneClient> {
+  if (options.requestPlane.kind !== "tcp") {
+    throw new TdistError("invalid_option", `request plane ${options.requestPlane.kind} is not available`);
+  }
+  return new TcpRequestClient({
+    maxFrameBytes: options.maxFrameBytes,
+    connectTimeoutMs: options.connectTimeoutMs,
+    streamWindow: options.streamWindow,
+    codec: options.codec,
+    logger: options.logger,
+  });
+}
