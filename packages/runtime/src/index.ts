@@ -47,9 +47,35 @@ export type {
   WatchEvent,
   WatchOptions,
 } from "./discovery/discovery.js";
+export {
+  EtcdDiscovery,
+  type EtcdDiscoveryOptions,
+} from "./discovery/etcd-discovery.js";
 export { MemoryDiscovery, MemoryDiscoveryStore } from "./discovery/memory-discovery.js";
 export { ErrorCategories, type ErrorCategory, type ErrorCode, ErrorCodes } from "./errors/error-codes.js";
 export { TdistError, type WireError } from "./errors/tdist-error.js";
+export {
+  DEFAULT_MAX_BUFFERED_EVENTS,
+  type EventMessage,
+  type EventPlane,
+  type EventPlaneOptions,
+  type EventSubscription,
+  type SubscribeOptions,
+} from "./event-plane/event-plane.js";
+export {
+  EVENT_SUBJECT_ROOT,
+  eventSubject,
+  namespaceEventSubject,
+  namespaceEventsWildcard,
+  SubjectPattern,
+} from "./event-plane/event-subjects.js";
+export { MemoryEventBus, MemoryEventPlane, type MemoryEventPlaneOptions } from "./event-plane/memory-event-plane.js";
+export { connectNats, type MonitoredNatsConnection, type NatsConnectOptions } from "./event-plane/nats-connection.js";
+export {
+  NatsEventPlane,
+  type NatsEventPlaneConnectionOptions,
+  type NatsEventPlaneOptions,
+} from "./event-plane/nats-event-plane.js";
 export type { Handler, ResponseStream } from "./handler.js";
 export { type Logger, silentLogger } from "./logger.js";
 export { type NameKind, validateName } from "./names.js";
@@ -71,3 +97,18 @@ export {
 export { type SignalHandlerOptions, shutdownOnSignals } from "./shutdown-signals.js";
 export { delay, withTimeout } from "./util/abort.js";
 export { AsyncQueue } from "./util/async-queue.js";
+export {
+  MemoryWorkQueueBroker,
+  MemoryWorkQueues,
+  type MemoryWorkQueuesOptions,
+} from "./work-queue/memory-work-queue.js";
+export { NatsWorkQueues, type NatsWorkQueuesOptions, natsWorkQueueNames } from "./work-queue/nats-work-queue.js";
+export {
+  DEFAULT_ACK_WAIT_MS,
+  DEFAULT_MAX_DELIVER,
+  type DequeueOptions,
+  type WorkItem,
+  type WorkQueue,
+  type WorkQueueOptions,
+  type WorkQueues,
+} from "./work-queue/work-queue.js";

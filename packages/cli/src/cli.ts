@@ -1,0 +1,75 @@
+import { parseArgs } from "node:util";
+import { DistributedRuntime, Env, readEnv, TdistError } from "@tdist/runtime";
+import { flagsToEnv, runtimeFlags } from "./cli-options.js";
+import { formatEnv } from "./commands/env.js";
+import { formatStatus, readStatus } from "./commands/status.js";
+import { createLogger } from "./logging.js";
+
+const USAGE = `usage: tdist <command> [options]
+
+commands:
+  status [--json]     namespaces, components, endpoints, instances and models from discovery
+  env                 every TDIST_* environment variable with its default
+
+runtime options (each overrides its TDIST_* variable):
+  --discovery memory|etcd      --etcd-endpoints URL[,URL]
+  --nats-url URL               --request-plane tcp|nats
+  --event-plane memory|nats    --namespace NAME
+  --log-level LEVEL`;
+
+export interface CliIo {
+  out(text: string): void;
+  err(text: string): void;
+}
+
+const stdio: CliIo = {
+  out: (text) => process.stdout.write(`${text}\n`),
+  err: (text) => process.stderr.write(`${text}\n`),
+};
+
+/** Runs one CLI invocation; returns the exit code. */
+export async function runCli(argv: string[], io: CliIo = stdio): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case "status":
+        return await statusCommand(rest, io);
+      case "env":
+        io.out(formatEnv());
+        return 0;
+      case undefined:
+      case "help":
+      case "--help":
+      case "-h":
+        io.out(USAGE);
+        return command === undefined ? 1 : 0;
+      default:
+        io.err(`tdist: unknown command ${JSON.stringify(command)}\n\n${USAGE}`);
+        return 2;
+    }
+  } catch (err) {
+    if (err instanceof TdistError) {
+      io.err(`tdist: ${err.code}: ${err.message}`);
+      return 2;
+    }
+    io.err(`tdist: ${err instanceof Error ? err.message : String(err)}`);
+    return 1;
+  }
+}
+
+async function statusCommand(argv: string[], io: CliIo): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: { ...runtimeFlags, json: { type: "boolean" } } });
+  const env = flagsToEnv(values);
+  if (readEnv(Env.discovery, env) === "memory") {
+    io.err("tdist status: memory discovery is private to one process; use --discovery etcd");
+  }
+  const logger = createLogger(readEnv(Env.logLevel, env) === "info" ? "warn" : readEnv(Env.logLevel, env));
+  const runtime = await DistributedRuntime.create({ env, logger, connectTimeoutMs: 5_000 });
+  try {
+    const status = await readStatus(runtime.discovery);
+    io.out(values.json ? JSON.stringify(status, null, 2) : formatStatus(status));
+    return 0;
+  } finally {
+    await runtime.shutdown({ graceMs: 0 });
+  }
+}

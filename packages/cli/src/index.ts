@@ -1,0 +1,7 @@
+/**
+ * The tdist command line. `runCli(argv)` is what the `tdist` binary runs; it
+ * is exported so tests and wrappers can call it in-process.
+ */
+export { type CliIo, runCli } from "./cli.js";
+export { flagsToEnv, runtimeFlags } from "./cli-options.js";
+export { type ClusterStatus, formatStatus, readStatus } from "./commands/status.js";

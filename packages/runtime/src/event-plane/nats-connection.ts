@@ -1,0 +1,104 @@
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { TdistError } from "../errors/tdist-error.js";
+import { type Logger, silentLogger } from "../logger.js";
+
+export interface NatsConnectOptions {
+  /** Server URL(s), e.g. `nats://127.0.0.1:4222`. */
+  url: string | string[];
+  /** Connection name shown by the server's monitoring. */
+  name?: string;
+  logger?: Logger;
+  /** Wait between reconnect attempts (ms, jittered by the client). Default 1 000. */
+  reconnectTimeWaitMs?: number;
+  /** Timeout of the first connection attempt (ms). Default 5 000. */
+  connectTimeoutMs?: number;
+}
+
+/** A NATS connection plus the monitor that logs its disconnects and reconnects. */
+export interface MonitoredNatsConnection {
+  readonly connection: NatsConnection;
+  /** Settles once the connection is closed and its status monitor has stopped. */
+  readonly monitorDone: Promise<void>;
+}
+
+function positiveInteger(option: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!Number.isInteger(value) || value < 1) {
+    throw new TdistError("invalid_option", `${option} must be a positive integer (ms), got ${String(value)}`);
+  }
+  return value;
+}
+
+/**
+ * Opens a NATS connection that reconnects forever (`maxReconnectAttempts: -1`),
+ * so a restarted nats-server is picked up without restarting the process: the
+ * client re-sends its subscriptions on reconnect and buffers publishes made
+ * while disconnected (up to the client's reconnect buffer). Only the first
+ * connection attempt can fail, with `event_plane_error`.
+ */
+export async function connectNats(options: NatsConnectOptions): Promise<MonitoredNatsConnection> {
+  const urls = Array.isArray(options.url) ? options.url : [options.url];
+  if (urls.length === 0 || urls.some((u) => typeof u !== "string" || u.length === 0)) {
+    throw new TdistError(
+      "invalid_option",
+      `url must be a non-empty NATS server URL, got ${JSON.stringify(options.url)}`,
+    );
+  }
+  const reconnectTimeWait = positiveInteger("reconnectTimeWaitMs", options.reconnectTimeWaitMs, 1_000);
+  const timeout = positiveInteger("connectTimeoutMs", options.connectTimeoutMs, 5_000);
+  const logger = (options.logger ?? silentLogger).child({ nats: urls.join(",") });
+  let connection: NatsConnection;
+  try {
+    connection = await connect({
+      servers: urls,
+      ...(options.name === undefined ? {} : { name: options.name }),
+      maxReconnectAttempts: -1,
+      reconnectTimeWait,
+      timeout,
+    });
+  } catch (err) {
+    throw TdistError.wrap(err, "event_plane_error", `cannot connect to NATS at ${urls.join(",")}`);
+  }
+  const monitorDone = (async () => {
+    for await (const status of connection.status()) {
+      switch (status.type) {
+        case "disconnect":
+          logger.warn({ server: status.server }, "NATS disconnected; reconnecting");
+          break;
+        case "reconnect":
+          logger.info({ server: status.server }, "NATS reconnected");
+          break;
+        case "error":
+          logger.warn({ err: status.error }, "NATS server error");
+          break;
+        case "slowConsumer":
+          logger.warn({ subject: status.sub.getSubject(), pending: status.pending }, "NATS slow consumer");
+          break;
+        default:
+          break;
+      }
+    }
+  })().catch((err: unknown) => logger.debug({ err }, "NATS status monitor ended"));
+  logger.debug({}, "NATS connected");
+  return { connection, monitorDone };
+}
+
+/** Drains a connection (flushing buffered publishes), falling back to close after `timeoutMs`. */
+export async function drainNats(connection: NatsConnection, timeoutMs = 2_000): Promise<void> {
+  if (connection.isClosed()) return;
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<"timeout">((resolve) => {
+    timer = setTimeout(() => resolve("timeout"), timeoutMs);
+  });
+  const drained = connection.drain().then(
+    () => "drained" as const,
+    () => "failed" as const,
+  );
+  try {
+    // Draining fails or hangs when the connection is already closing or disconnected: close it outright.
+    const outcome = await Promise.race([drained, timedOut]);
+    if (outcome !== "drained" && !connection.isClosed()) await connection.close().catch(() => {});
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,84 @@
+import { existsSync } from "node:fs";
+import { connect } from "node:net";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { type NatsServer, startNats } from "./nats-server.js";
+import { TestkitError } from "./testkit-error.js";
+
+const servers: NatsServer[] = [];
+
+async function start(): Promise<NatsServer> {
+  const server = await startNats({ startTimeoutMs: 15_000 });
+  servers.push(server);
+  return server;
+}
+
+afterEach(async () => {
+  await Promise.all(servers.splice(0).map((server) => server.stop()));
+});
+
+/** The server's INFO greeting, the first line a NATS server sends to a new client. */
+function readInfo(port: number): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: "127.0.0.1", port });
+    let text = "";
+    socket.setTimeout(3_000, () => {
+      socket.destroy();
+      reject(new Error("no INFO within 3 s"));
+    });
+    socket.setEncoding("utf8");
+    socket.on("data", (chunk: string) => {
+      text += chunk;
+      const end = text.indexOf("\r\n");
+      if (end < 0) return;
+      socket.destroy();
+      resolve(JSON.parse(text.slice("INFO ".length, end)) as Record<string, unknown>);
+    });
+    socket.once("error", reject);
+  });
+}
+
+describe("nats server", () => {
+  it("nats server - starts on a free loopback port with JetStream", async () => {
+    const nats = await start();
+    expect(nats.url).toMatch(/^nats:\/\/127\.0\.0\.1:\d+$/);
+    expect(nats.url).not.toBe("nats://127.0.0.1:4222");
+    const info = await readInfo(nats.port);
+    expect(info.jetstream).toBe(true);
+    expect(existsSync(join(nats.storeDir, "jetstream"))).toBe(true);
+  });
+
+  it("nats server - restart keeps the port and the store directory", async () => {
+    const nats = await start();
+    const idBefore = (await readInfo(nats.port)).server_id;
+    await nats.restart();
+    const info = await readInfo(nats.port);
+    expect(info.server_id).not.toBe(idBefore);
+    expect(info.jetstream).toBe(true);
+    expect(existsSync(join(nats.storeDir, "jetstream"))).toBe(true);
+  });
+
+  it("nats server - kill (SIGKILL) then restart on the same port", async () => {
+    const nats = await start();
+    await nats.kill();
+    expect(nats.running).toBe(false);
+    await expect(readInfo(nats.port)).rejects.toThrow();
+    await nats.restart();
+    expect(nats.running).toBe(true);
+    expect((await readInfo(nats.port)).jetstream).toBe(true);
+  });
+
+  it("nats server - stop removes the store directory and is final", async () => {
+    const nats = await start();
+    await nats.stop();
+    expect(existsSync(nats.storeDir)).toBe(false);
+    const error = await nats.restart().catch((err: unknown) => err);
+    expect(TestkitError.is(error, "server_stopped")).toBe(true);
+  });
+
+  it("nats server - a missing binary names the Debian package", async () => {
+    const error = await startNats({ binary: "nats-server-not-installed-here" }).catch((err: unknown) => err);
+    expect(TestkitError.is(error, "server_not_installed")).toBe(true);
+    expect((error as Error).message).toContain("apt-get install nats-server");
+  });
+});

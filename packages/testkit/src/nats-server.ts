@@ -1,0 +1,126 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { connect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { freePort } from "./free-port.js";
+import type { ManagedProcess } from "./managed-process.js";
+import { isAddressInUse, ServerProcess } from "./server-process.js";
+
+export interface NatsServerOptions {
+  /** Executable name or path. Default `nats-server` (Debian package `nats-server`). */
+  binary?: string;
+  /** Enable JetStream (`-js`) with its store in the temporary directory. Default true. */
+  jetstream?: boolean;
+  /** How long to wait for "Server is ready" and a TCP connect. Default 20 000 ms. */
+  startTimeoutMs?: number;
+  /** How long `stop()`/`restart()` wait after SIGTERM before SIGKILL. Default 10 000 ms. */
+  stopTimeoutMs?: number;
+  /** Extra command-line flags appended to the defaults. */
+  extraArgs?: readonly string[];
+}
+
+export interface NatsRestartOptions {
+  /** Start from an empty JetStream store, as if the server lost its disk. Default false. */
+  wipeData?: boolean;
+}
+
+/**
+ * A real nats-server with JetStream on a free loopback port and a temporary
+ * store directory. Stop it (or `await using` it) when done; it is killed
+ * anyway when the test process exits or dies.
+ *
+ * ```ts
+ * await using nats = await startNats();
+ * const nc = await connect({ servers: nats.url });
+ * ```
+ */
+export interface NatsServer extends AsyncDisposable {
+  /** Client URL, `nats://127.0.0.1:<port>`. */
+  readonly url: string;
+  readonly port: number;
+  /** JetStream store directory (`-sd`). */
+  readonly storeDir: string;
+  /** Pid of the running server; undefined while it is down. */
+  readonly pid: number | undefined;
+  readonly running: boolean;
+  /** The kept tail of the server's log (of the current or last run). */
+  output(): string;
+  /** SIGTERM, wait for exit, remove the store directory. Final: no restart after it. */
+  stop(): Promise<void>;
+  /** SIGKILL, as a crash would; the store stays, so `restart()` can follow. */
+  kill(): Promise<void>;
+  /** Stops the server if it runs and starts it again on the same port and store, waiting until ready. */
+  restart(options?: NatsRestartOptions): Promise<void>;
+}
+
+const startAttempts = 3;
+
+/** Starts nats-server and resolves once it logged "Server is ready" and accepts TCP connections. */
+export async function startNats(options: NatsServerOptions = {}): Promise<NatsServer> {
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    const storeDir = await mkdtemp(join(tmpdir(), "tdist-nats-"));
+    let server: ServerProcess;
+    try {
+      server = new ServerProcess({
+        name: "nats-server",
+        binary: options.binary ?? "nats-server",
+        debianPackage: "nats-server",
+        args: natsArgs(port, storeDir, options),
+        dataDir: storeDir,
+        startTimeoutMs: options.startTimeoutMs ?? 20_000,
+        stopTimeoutMs: options.stopTimeoutMs ?? 10_000,
+        isReady: (process) => isReady(process, port),
+      });
+      await server.start();
+    } catch (err) {
+      await rm(storeDir, { recursive: true, force: true });
+      if (attempt < startAttempts && isAddressInUse(err)) continue;
+      throw err;
+    }
+    return handle(server, port, storeDir);
+  }
+}
+
+function handle(server: ServerProcess, port: number, storeDir: string): NatsServer {
+  return {
+    url: `nats://127.0.0.1:${port}`,
+    port,
+    storeDir,
+    get pid() {
+      return server.pid;
+    },
+    get running() {
+      return server.running;
+    },
+    output: () => server.output,
+    stop: () => server.stop(),
+    kill: () => server.kill(),
+    restart: (restartOptions?: NatsRestartOptions) => server.restart(restartOptions),
+    [Symbol.asyncDispose]: () => server.stop(),
+  };
+}
+
+function natsArgs(port: number, storeDir: string, options: NatsServerOptions): string[] {
+  const args = ["-a", "127.0.0.1", "-p", String(port), "-n", `testkit-${port}`];
+  if (options.jetstream ?? true) args.push("-js", "-sd", storeDir);
+  return [...args, ...(options.extraArgs ?? [])];
+}
+
+async function isReady(process: ManagedProcess, port: number): Promise<boolean> {
+  if (!process.output.includes("Server is ready")) return false;
+  return canConnect(port, 1_000);
+}
+
+function canConnect(port: number, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: "127.0.0.1", port });
+    const finish = (ok: boolean): void => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(timeoutMs, () => finish(false));
+    socket.once("connect", () => finish(true));
+    socket.once("error", () => finish(false));
+  });
+}
