@@ -1,0 +1,471 @@
+import { setImmediate as yieldToEventLoop } from "node:timers/promises";
+import {
+  chainBlockHash,
+  computeBlockHashes,
+  type EngineOutput,
+  type FinishReason,
+  type KvCacheEvent,
+  type KvStoredBlock,
+  type PreprocessedRequest,
+  type WorkerLoadMetrics,
+} from "@tdist/llm";
+import { type Context, TdistError } from "@tdist/runtime";
+import { type KvBlock, KvBlockPool } from "./kv-block-pool.js";
+import { type MockerEngineOptions, type ResolvedMockerOptions, resolveMockerOptions } from "./mocker-options.js";
+import { MockerSequence } from "./mocker-sequence.js";
+import { type StepWork, stepDurationMs } from "./timing-model.js";
+import { TokenSampler } from "./token-sampler.js";
+
+/** A snapshot of the engine, for tests and status output. */
+export interface MockerStats extends WorkerLoadMetrics {
+  /** Blocks an allocation could take now (never used plus evictable cached). */
+  freeKvBlocks: number;
+  /** Blocks registered in the prefix cache, in use or evictable. */
+  cachedKvBlocks: number;
+  steps: number;
+  preemptions: number;
+  /** Most sequences that ran in one step so far. */
+  peakRunningSequences: number;
+}
+
+export type MockerEngineState = "running" | "closed";
+
+/** One sequence's share of a step, decided before the step's time passes. */
+interface ScheduledChunk {
+  sequence: MockerSequence;
+  tokens: number;
+}
+
+/**
+ * A GPU-free simulation of a vLLM-like engine, like Dynamo's mocker: it
+ * generates pseudo-random tokens with realistic *behaviour* (paged KV cache,
+ * prefix caching, LRU eviction, continuous batching, chunked prefill,
+ * preemption, a step timing model) and publishes real KV events and load
+ * metrics, so routers and frontends can be exercised at scale without GPUs.
+ *
+ * Each step: running sequences first (a decode token each, or their next
+ * prefill chunk; when blocks run out the most recently admitted are
+ * preempted and recomputed later), then waiting ones admitted in arrival
+ * order while under `maxNumSeqs` and the `maxNumBatchedTokens` budget, their
+ * cached prefix blocks reused. The step's simulated time then passes, its
+ * results are applied (blocks filled are registered and `stored` events
+ * published, one token sampled per sequence whose pending tokens are all
+ * computed), and load metrics are published when they changed.
+ *
+ * ```ts
+ * const engine = new MockerEngine({ speedupRatio: 10, eventPublisher, workerId });
+ * await endpoint.serve(engine.handler);
+ * // ...
+ * await engine.close();
+ * ```
+ */
+export class MockerEngine {
+  readonly options: ResolvedMockerOptions;
+  /** The `generate` endpoint handler, bound to this engine. */
+  readonly handler: (request: PreprocessedRequest, ctx: Context) => AsyncGenerator<EngineOutput>;
+  private readonly pool: KvBlockPool;
+  private readonly waiting: MockerSequence[] = [];
+  private readonly running: MockerSequence[] = [];
+  private readonly closeController = new AbortController();
+  private loop: Promise<void> | undefined;
+  private wakeLoop: (() => void) | undefined;
+  private nextSequenceId = 0;
+  private nextEventId = 0;
+  private steps = 0;
+  private preemptions = 0;
+  private peakRunning = 0;
+  private lastMetricsKey = "";
+
+  constructor(options: MockerEngineOptions = {}) {
+    this.options = resolveMockerOptions(options);
+    this.pool = new KvBlockPool(this.options.totalKvBlocks);
+    this.handler = (request, ctx) => this.generate(request, ctx);
+  }
+
+  get state(): MockerEngineState {
+    return this.closeController.signal.aborted ? "closed" : "running";
+  }
+
+  stats(): MockerStats {
+    return {
+      ...this.loadMetrics(),
+      freeKvBlocks: this.pool.allocatableBlocks,
+      cachedKvBlocks: this.pool.cachedBlocks,
+      steps: this.steps,
+      preemptions: this.preemptions,
+      peakRunningSequences: this.peakRunning,
+    };
+  }
+
+  /**
+   * Runs one request: one message per generated token (the first carries
+   * `cachedTokens`), the last with its `finishReason`. A graceful stop ends
+   * with an empty `"cancelled"` message; a kill (or `return()`) ends at once
+   * and frees the sequence's KV blocks synchronously.
+   */
+  async *generate(request: PreprocessedRequest, ctx: Context): AsyncGenerator<EngineOutput> {
+    if (this.state === "closed") throw new TdistError("shutting_down", "mocker engine is closed");
+    const sequence = this.createSequence(request);
+    if (sequence.maxTokens === 0) {
+      yield { tokenIds: [], finishReason: "length", cachedTokens: 0 };
+      return;
+    }
+    if (ctx.isStopped) {
+      if (!ctx.isKilled) yield { tokenIds: [], finishReason: "cancelled", cachedTokens: 0 };
+      return;
+    }
+    const onStop = (): void => this.finish(sequence, "cancelled");
+    ctx.stopSignal.addEventListener("abort", onStop, { once: true });
+    this.waiting.push(sequence);
+    this.ensureLoop();
+    try {
+      while (true) {
+        const message = await sequence.outputs.next(ctx.signal);
+        if (message === undefined || ctx.isKilled) return;
+        yield message;
+        if (message.finishReason !== undefined) return;
+      }
+    } finally {
+      ctx.stopSignal.removeEventListener("abort", onStop);
+      // Killed, broken out of, or finished: either way the blocks go back now.
+      this.remove(sequence);
+    }
+  }
+
+  /** Ends every request (they fail with `shutting_down`), frees their blocks and stops the step loop. */
+  async close(): Promise<void> {
+    if (this.state === "closed") return;
+    this.closeController.abort();
+    for (const sequence of [...this.running, ...this.waiting]) {
+      this.remove(sequence);
+      sequence.outputs.end(new TdistError("shutting_down", "mocker engine closed"));
+    }
+    this.wakeLoop?.();
+    await this.loop;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  private createSequence(request: PreprocessedRequest): MockerSequence {
+    const { options } = this;
+    if (!Array.isArray(request?.tokenIds)) throw new TdistError("bad_request", "tokenIds must be an array");
+    const prompt = request.tokenIds;
+    for (const token of prompt) {
+      if (!Number.isInteger(token) || token < 0 || token > 0xffff_ffff) {
+        throw new TdistError("bad_request", `token id ${String(token)} is not a u32`);
+      }
+    }
+    if (prompt.length === 0) throw new TdistError("bad_request", "the prompt has no tokens");
+    const maxTokens = request.stop?.maxTokens;
+    if (!Number.isInteger(maxTokens) || maxTokens < 0) {
+      throw new TdistError("bad_request", `stop.maxTokens must be an integer >= 0, got ${String(maxTokens)}`);
+    }
+    // One token of room is needed to sample; more than the whole cache can never run.
+    if (Math.ceil((prompt.length + 1) / options.blockSize) > options.totalKvBlocks) {
+      throw new TdistError(
+        "bad_request",
+        `prompt of ${prompt.length} tokens exceeds the KV cache (${options.totalKvBlocks} blocks of ${options.blockSize})`,
+      );
+    }
+    if (!options.enableChunkedPrefill && prompt.length > options.maxNumBatchedTokens) {
+      throw new TdistError(
+        "bad_request",
+        `prompt of ${prompt.length} tokens exceeds maxNumBatchedTokens (${options.maxNumBatchedTokens}) without chunked prefill`,
+      );
+    }
+    const eos = new Set(request.eosTokenIds ?? []);
+    let allowed = 0;
+    for (let id = 0; id < options.vocabSize && allowed === 0; id++) if (!eos.has(id)) allowed++;
+    if (allowed === 0) throw new TdistError("bad_request", "every token id of the vocabulary is an eos id");
+    const stopIds = new Set(request.stop.stopTokenIds ?? []);
+    if (!request.stop.ignoreEos) for (const id of eos) stopIds.add(id);
+    const seed = TokenSampler.seedFor(request.sampling?.seed, prompt);
+    return new MockerSequence(
+      this.nextSequenceId++,
+      prompt,
+      maxTokens,
+      request.stop.minTokens ?? 0,
+      stopIds,
+      // Never sample eos: the mocker ends by length or by a stop id it happens to draw.
+      new TokenSampler(seed, options.vocabSize, eos),
+    );
+  }
+
+  private ensureLoop(): void {
+    if (this.wakeLoop !== undefined) {
+      this.wakeLoop();
+      return;
+    }
+    if (this.loop !== undefined) return;
+    this.loop = this.runLoop().catch((err: unknown) => {
+      this.options.logger.error({ err, workerId: this.options.workerId }, "mocker step loop failed");
+      const error = TdistError.wrap(err, "internal", "mocker step loop failed");
+      for (const sequence of [...this.running, ...this.waiting]) {
+        this.remove(sequence);
+        sequence.outputs.end(error);
+      }
+      this.loop = undefined;
+    });
+  }
+
+  private async runLoop(): Promise<void> {
+    const { clock, speedupRatio, timing } = this.options;
+    const closed = this.closeController.signal;
+    // Requests arriving in the same turn of the event loop share the first step.
+    await yieldToEventLoop();
+    while (!closed.aborted) {
+      const work = this.running.length + this.waiting.length > 0 ? this.schedule() : [];
+      if (work.length === 0) {
+        // Idle (or, defensively, nothing schedulable): publish the final state, then wait for news.
+        await this.publishEvents();
+        await this.publishLoadMetrics();
+        if (closed.aborted) break;
+        await new Promise<void>((resolve) => {
+          this.wakeLoop = resolve;
+        });
+        this.wakeLoop = undefined;
+        continue;
+      }
+      const stepWork: StepWork = { prefillChunks: [], decodeSequences: 0, decodeKvBlocks: 0 };
+      let scheduledTokens = 0;
+      for (const { sequence, tokens } of work) {
+        scheduledTokens += tokens;
+        if (sequence.isDecoding) {
+          stepWork.decodeSequences++;
+          stepWork.decodeKvBlocks += sequence.blocks.length;
+        } else {
+          stepWork.prefillChunks.push({ newTokens: tokens, contextEnd: sequence.numComputed + tokens });
+        }
+      }
+      this.peakRunning = Math.max(this.peakRunning, this.running.length);
+      const durationMs = stepDurationMs(timing, stepWork) / speedupRatio;
+      const startedAtMs = clock.now();
+      await clock.sleep(durationMs, closed);
+      if (closed.aborted) break;
+      this.apply(work);
+      const index = this.steps++;
+      this.options.onStep?.({
+        index,
+        startedAtMs,
+        durationMs,
+        scheduledTokens,
+        prefillTokens: scheduledTokens - stepWork.decodeSequences,
+        decodeSequences: stepWork.decodeSequences,
+        runningSequences: this.running.length,
+        waitingSequences: this.waiting.length,
+      });
+      await this.publishEvents();
+      await this.publishLoadMetrics();
+    }
+  }
+
+  /** Decides this step's work and allocates its blocks. */
+  private schedule(): ScheduledChunk[] {
+    const { blockSize, maxNumSeqs, maxNumBatchedTokens, enableChunkedPrefill } = this.options;
+    const work: ScheduledChunk[] = [];
+    let budget = maxNumBatchedTokens;
+    let preempted = false;
+
+    for (let i = 0; i < this.running.length && budget > 0; ) {
+      const sequence = this.running[i] as MockerSequence;
+      const pending = sequence.pendingTokens;
+      const tokens = Math.min(pending, budget);
+      if (!enableChunkedPrefill && tokens < pending) break;
+      const needed = Math.ceil((sequence.numComputed + tokens) / blockSize) - sequence.blocks.length;
+      let fresh = needed > 0 ? this.pool.allocate(needed) : [];
+      while (fresh === null) {
+        const victim = this.running.at(-1) as MockerSequence;
+        if (victim === sequence && this.running.length === 1) {
+          // Alone and still out of room: the whole cache cannot hold it.
+          this.finish(sequence, "length");
+          break;
+        }
+        this.preempt(victim);
+        preempted = true;
+        if (victim === sequence) break;
+        fresh = this.pool.allocate(needed);
+      }
+      if (fresh === null) break;
+      sequence.blocks.push(...fresh);
+      work.push({ sequence, tokens });
+      budget -= tokens;
+      i++;
+    }
+
+    // As in vLLM, nothing new is admitted in a step that had to preempt.
+    while (!preempted && budget > 0 && this.running.length < maxNumSeqs && this.waiting.length > 0) {
+      const sequence = this.waiting[0] as MockerSequence;
+      const hits = this.prefixHits(sequence);
+      const cachedTokens = hits * blockSize;
+      const pending = sequence.tokens.length - cachedTokens;
+      if (!enableChunkedPrefill && pending > budget) break;
+      const tokens = Math.min(pending, budget);
+      const hitHashes = sequence.blockHashes.slice(0, hits).map((block) => block.blockHash);
+      const needed = Math.ceil((cachedTokens + tokens) / blockSize) - hits;
+      if (!this.pool.canAcquire(hitHashes, needed)) break;
+      const cached = this.pool.acquireCached(hitHashes);
+      const fresh = this.pool.allocate(needed) as KvBlock[];
+      this.waiting.shift();
+      sequence.blocks = [...cached, ...fresh];
+      sequence.numComputed = cachedTokens;
+      sequence.numCommittedBlocks = hits;
+      sequence.cachedTokens ??= cachedTokens;
+      sequence.state = "running";
+      this.running.push(sequence);
+      work.push({ sequence, tokens });
+      budget -= tokens;
+    }
+    return work;
+  }
+
+  /** Leading full blocks of the sequence found in the prefix cache, leaving at least one token to compute. */
+  private prefixHits(sequence: MockerSequence): number {
+    if (!this.options.enablePrefixCaching) return 0;
+    this.extendBlockHashes(sequence, Math.floor(sequence.tokens.length / this.options.blockSize));
+    // The last token must be computed to sample from it, so a fully cached prompt still recomputes one block.
+    const limit = Math.floor((sequence.tokens.length - 1) / this.options.blockSize);
+    return this.pool.matchPrefix(
+      sequence.blockHashes.map((block) => block.blockHash),
+      limit,
+    );
+  }
+
+  private extendBlockHashes(sequence: MockerSequence, count: number): void {
+    const { blockSize } = this.options;
+    const hashes = sequence.blockHashes;
+    if (hashes.length === 0) {
+      hashes.push(...computeBlockHashes(sequence.tokens.slice(0, count * blockSize), blockSize));
+      return;
+    }
+    for (let b = hashes.length; b < count; b++) {
+      const parent = (hashes[b - 1] as KvStoredBlock).blockHash;
+      hashes.push(chainBlockHash(parent, sequence.tokens.slice(b * blockSize, (b + 1) * blockSize)));
+    }
+  }
+
+  private preempt(sequence: MockerSequence): void {
+    const index = this.running.indexOf(sequence);
+    if (index >= 0) this.running.splice(index, 1);
+    this.pool.release(sequence.blocks);
+    sequence.blocks = [];
+    sequence.numComputed = 0;
+    sequence.numCommittedBlocks = 0;
+    sequence.state = "waiting";
+    this.waiting.unshift(sequence);
+    this.preemptions++;
+  }
+
+  /** Applies a step once its time has passed. */
+  private apply(work: ScheduledChunk[]): void {
+    const { blockSize, enablePrefixCaching } = this.options;
+    for (const { sequence, tokens } of work) {
+      // Stopped, killed or preempted while the step ran.
+      if (sequence.state !== "running") continue;
+      sequence.numComputed += tokens;
+      const full = Math.floor(sequence.numComputed / blockSize);
+      if (enablePrefixCaching && full > sequence.numCommittedBlocks) {
+        this.extendBlockHashes(sequence, full);
+        const from = sequence.numCommittedBlocks;
+        const parent = from === 0 ? null : (sequence.blockHashes[from - 1]?.blockHash ?? null);
+        const entries: { block: KvBlock; hashes: KvStoredBlock }[] = [];
+        for (let b = from; b < full; b++) {
+          entries.push({ block: sequence.blocks[b] as KvBlock, hashes: sequence.blockHashes[b] as KvStoredBlock });
+        }
+        this.pool.commit(parent, entries);
+      }
+      sequence.numCommittedBlocks = Math.max(sequence.numCommittedBlocks, full);
+      if (sequence.pendingTokens === 0) this.sample(sequence);
+    }
+  }
+
+  private sample(sequence: MockerSequence): void {
+    const token = sequence.sampler.next();
+    sequence.tokens.push(token);
+    sequence.generated++;
+    let finishReason: FinishReason | undefined;
+    if (sequence.stopTokenIds.has(token) && sequence.generated >= sequence.minTokens) finishReason = "stop";
+    else if (sequence.generated >= sequence.maxTokens) finishReason = "length";
+    const message: EngineOutput = { tokenIds: [token] };
+    if (!sequence.firstOutputSent) {
+      message.cachedTokens = sequence.cachedTokens ?? 0;
+      sequence.firstOutputSent = true;
+    }
+    if (finishReason !== undefined) {
+      message.finishReason = finishReason;
+      this.remove(sequence);
+    }
+    sequence.outputs.push(message);
+  }
+
+  /** Ends a sequence early with a final empty message (graceful stop, or out of room). */
+  private finish(sequence: MockerSequence, finishReason: FinishReason): void {
+    if (sequence.state === "finished") return;
+    this.remove(sequence);
+    const message: EngineOutput = { tokenIds: [], finishReason };
+    if (!sequence.firstOutputSent) {
+      message.cachedTokens = sequence.cachedTokens ?? 0;
+      sequence.firstOutputSent = true;
+    }
+    sequence.outputs.push(message);
+  }
+
+  /** Takes a sequence out of the engine and frees its blocks; idempotent. */
+  private remove(sequence: MockerSequence): void {
+    if (sequence.state === "finished") return;
+    const queue = sequence.state === "running" ? this.running : this.waiting;
+    const index = queue.indexOf(sequence);
+    if (index >= 0) queue.splice(index, 1);
+    this.pool.release(sequence.blocks);
+    sequence.blocks = [];
+    sequence.state = "finished";
+    // An idle loop republishes load metrics (a kill frees blocks outside any step).
+    this.wakeLoop?.();
+  }
+
+  private loadMetrics(): WorkerLoadMetrics {
+    let prefillTokensQueued = 0;
+    for (const sequence of this.waiting) prefillTokensQueued += sequence.pendingTokens;
+    for (const sequence of this.running) if (!sequence.isDecoding) prefillTokensQueued += sequence.pendingTokens;
+    const activeKvBlocks = this.pool.activeBlocks;
+    return {
+      workerId: this.options.workerId,
+      activeSequences: this.running.length,
+      waitingSequences: this.waiting.length,
+      activeKvBlocks,
+      totalKvBlocks: this.options.totalKvBlocks,
+      kvUsage: activeKvBlocks / this.options.totalKvBlocks,
+      prefillTokensQueued,
+    };
+  }
+
+  private async publishEvents(): Promise<void> {
+    const events = this.pool.takeEvents();
+    const { eventPublisher, kvEventsSubject, workerId, logger } = this.options;
+    if (eventPublisher === undefined) return;
+    for (const data of events) {
+      const event: KvCacheEvent = { workerId, eventId: this.nextEventId++, data };
+      try {
+        await eventPublisher.publish(kvEventsSubject, event);
+      } catch (err) {
+        // The event id is spent either way: the indexer sees the gap and resynchronises.
+        logger.warn({ err, workerId, eventId: event.eventId }, "publishing a KV event failed");
+      }
+    }
+  }
+
+  private async publishLoadMetrics(): Promise<void> {
+    const { eventPublisher, loadMetricsSubject, workerId, logger } = this.options;
+    if (eventPublisher === undefined) return;
+    const metrics = this.loadMetrics();
+    const key = JSON.stringify(metrics);
+    if (key === this.lastMetricsKey) return;
+    this.lastMetricsKey = key;
+    try {
+      await eventPublisher.publish(loadMetricsSubject, metrics);
+    } catch (err) {
+      logger.warn({ err, workerId }, "publishing load metrics failed");
+    }
+  }
+}

@@ -1,0 +1,111 @@
+import { AsyncQueue, TdistError } from "@tdist/runtime";
+import type { EngineOutput, FinishReason, TokenLogprob } from "../protocol/engine-output.js";
+import type { PreprocessedRequest } from "../protocol/preprocessed-request.js";
+import type { ModelEntry } from "./model-manager.js";
+import type { ModelPipeline } from "./model-pipeline.js";
+
+/** One event of one choice as the routes see it. */
+export interface ChoiceEvent {
+  index: number;
+  text: string;
+  tokenIds: number[];
+  logprobs?: TokenLogprob[];
+  finishReason?: FinishReason;
+  error?: string;
+}
+
+export interface ChoiceSpec {
+  index: number;
+  request: PreprocessedRequest;
+}
+
+export interface ChoiceTotals {
+  completionTokens: number;
+  cachedTokens: number;
+  firstTokenAt: number | undefined;
+  tokenTimes: number[];
+}
+
+/**
+ * Runs every choice of a request concurrently through the model's engine
+ * workers and yields their decoded events in arrival order. A stop string
+ * ends a choice and kills its engine request; aborting `signal` (the client
+ * left) kills them all. An error before any output is thrown (so the route
+ * can answer with an HTTP error); after output it ends that choice with
+ * `finish_reason: "error"`.
+ */
+export async function* runChoices(
+  entry: ModelEntry<ModelPipeline>,
+  choices: readonly ChoiceSpec[],
+  stopStrings: readonly string[],
+  signal: AbortSignal,
+  totals: ChoiceTotals,
+): AsyncGenerator<ChoiceEvent> {
+  const queue = new AsyncQueue<ChoiceEvent | { failed: unknown }>();
+  let pending = choices.length;
+  let emittedAny = false;
+  const controller = new AbortController();
+  const onAbort = (): void => controller.abort(signal.reason);
+  signal.addEventListener("abort", onAbort, { once: true });
+
+  const runOne = async ({ index, request }: ChoiceSpec): Promise<void> => {
+    const decoder = entry.pipeline.decoder(request, stopStrings);
+    const stream = entry.client.generate(request, { signal: controller.signal });
+    let finished: FinishReason | undefined;
+    try {
+      for await (const output of stream as AsyncIterable<EngineOutput>) {
+        if (output.cachedTokens) totals.cachedTokens = Math.max(totals.cachedTokens, output.cachedTokens);
+        if (output.tokenIds.length > 0) {
+          const now = performance.now();
+          totals.firstTokenAt ??= now;
+          totals.tokenTimes.push(now);
+        }
+        const step = decoder.push(output);
+        if (output.finishReason === "error" && !step.finishReason) step.finishReason = "error";
+        if (step.text || step.finishReason || step.tokenIds.length > 0) {
+          queue.push({ index, ...step, ...(output.error ? { error: output.error } : {}) });
+        }
+        if (step.finishReason) {
+          finished = step.finishReason;
+          break;
+        }
+      }
+      if (!finished) {
+        const step = decoder.flush();
+        queue.push({ index, ...step, finishReason: step.finishReason ?? "stop" });
+      }
+    } catch (err) {
+      if (controller.signal.aborted) {
+        queue.push({ index, text: "", tokenIds: [], finishReason: "cancelled" });
+      } else {
+        queue.push({ failed: err, index } as { failed: unknown });
+      }
+    } finally {
+      totals.completionTokens += decoder.completionTokens;
+      if (--pending === 0) queue.end();
+    }
+  };
+
+  for (const choice of choices) void runOne(choice);
+  try {
+    for await (const event of queue) {
+      if ("failed" in event) {
+        if (!emittedAny) throw event.failed;
+        const message = event.failed instanceof Error ? event.failed.message : String(event.failed);
+        yield {
+          index: (event as unknown as { index: number }).index,
+          text: "",
+          tokenIds: [],
+          finishReason: "error",
+          error: message,
+        };
+        continue;
+      }
+      emittedAny = true;
+      yield event;
+    }
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+    controller.abort(new TdistError("cancelled", "response finished"));
+  }
+}

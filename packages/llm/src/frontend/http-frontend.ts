@@ -1,0 +1,137 @@
+import type { AddressInfo } from "node:net";
+import { type DistributedRuntime, type Logger, type RouterMode, type RouterPolicy, silentLogger } from "@tdist/runtime";
+import Fastify, { type FastifyError, type FastifyInstance } from "fastify";
+import { FrontendMetrics } from "./frontend-metrics.js";
+import { ModelManager, type PipelineFactory } from "./model-manager.js";
+import type { ModelPipeline } from "./model-pipeline.js";
+import { HttpError, toHttpError } from "./openai-errors.js";
+import { registerOpenAIRoutes } from "./openai-routes.js";
+
+export interface HttpFrontendOptions {
+  runtime: DistributedRuntime;
+  createPipeline: PipelineFactory<ModelPipeline>;
+  host?: string;
+  /** Default 8000; 0 picks a free port. */
+  port?: number;
+  router?: RouterPolicy | RouterMode;
+  /** Only serve models registered in this namespace (default: every namespace). */
+  namespace?: string;
+  /** Largest request body accepted; larger gets 413. Default 16 MiB. */
+  bodyLimitBytes?: number;
+  logger?: Logger;
+  metricsPrefix?: string;
+}
+
+/**
+ * The OpenAI-compatible HTTP frontend: `/v1/models`, `/v1/chat/completions`,
+ * `/v1/completions` (streaming via SSE), `/health`, `/live`, `/metrics`.
+ * Models come and go with their workers' cards in discovery.
+ *
+ * ```ts
+ * const frontend = await HttpFrontend.start({ runtime, createPipeline, port: 8000 });
+ * console.log(frontend.url); // http://127.0.0.1:8000
+ * ```
+ */
+export class HttpFrontend {
+  private constructor(
+    readonly app: FastifyInstance,
+    readonly models: ModelManager<ModelPipeline>,
+    readonly metrics: FrontendMetrics,
+    readonly url: string,
+    readonly port: number,
+  ) {}
+
+  static async start(options: HttpFrontendOptions): Promise<HttpFrontend> {
+    const logger = options.logger ?? silentLogger;
+    const metrics = new FrontendMetrics(options.metricsPrefix);
+    const models = new ModelManager<ModelPipeline>(options.runtime, {
+      createPipeline: options.createPipeline,
+      logger,
+      ...(options.router ? { router: options.router } : {}),
+      ...(options.namespace ? { namespace: options.namespace } : {}),
+    });
+    await models.start();
+    const app = Fastify({
+      bodyLimit: options.bodyLimitBytes ?? 16 * 1024 * 1024,
+      logger: false,
+      ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
+    });
+    app.setErrorHandler((error: FastifyError, _request, reply) => {
+      const httpError = fromFastifyError(error);
+      if (httpError.statusCode >= 500) logger.error({ err: error }, "request failed");
+      if (reply.raw.headersSent) {
+        reply.raw.end();
+        return;
+      }
+      void reply.status(httpError.statusCode).send(httpError.body());
+    });
+    app.setNotFoundHandler((request, reply) => {
+      void reply
+        .status(404)
+        .send(new HttpError(404, `no route for ${request.method} ${request.url}`, "not_found_error").body());
+    });
+    registerOpenAIRoutes(app, { models, metrics });
+    app.get("/live", async () => ({ status: "live" }));
+    app.get("/health", async (_request, reply) => {
+      const ready = models.hasLiveWorker();
+      const body = {
+        status: ready ? "healthy" : "unhealthy",
+        models: models.list().map((entry) => ({ name: entry.name, workers: entry.client.instances().length })),
+      };
+      return reply.status(ready ? 200 : 503).send(body);
+    });
+    app.get("/metrics", async (_request, reply) => {
+      return reply.header("content-type", metrics.registry.contentType).send(await metrics.registry.metrics());
+    });
+    const host = options.host ?? "127.0.0.1";
+    await app.listen({ host, port: options.port ?? 8000 });
+    const { port } = app.server.address() as AddressInfo;
+    const shownHost = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host;
+    return new HttpFrontend(app, models, metrics, `http://${shownHost}:${port}`, port);
+  }
+
+  async close(): Promise<void> {
+    await this.app.close();
+    await this.models.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+/** Turns fastify's own errors (validation, body parsing, size) into OpenAI error bodies. */
+function fromFastifyError(error: FastifyError): HttpError {
+  if (error instanceof HttpError) return error;
+  if (error.validation && error.validation.length > 0) {
+    const issue = error.validation[0];
+    const path = (issue?.instancePath ?? "").replace(/^\//, "").replaceAll("/", ".");
+    const missing = (issue?.params as { missingProperty?: string } | undefined)?.missingProperty;
+    const param = missing ? (path ? `${path}.${missing}` : missing) : path || null;
+    const message = missing
+      ? `missing required parameter: ${param}`
+      : `invalid parameter ${param ?? "body"}: ${issue?.message ?? "invalid value"}`;
+    return HttpError.badRequest(message, param, "invalid_value");
+  }
+  switch (error.code) {
+    case "FST_ERR_CTP_BODY_TOO_LARGE":
+      return new HttpError(413, "request body is too large", "invalid_request_error", null, "body_too_large");
+    case "FST_ERR_CTP_INVALID_JSON_BODY":
+    case "FST_ERR_CTP_EMPTY_JSON_BODY":
+      return HttpError.badRequest(`request body is not valid JSON: ${error.message}`, null, "invalid_json");
+    case "FST_ERR_CTP_INVALID_MEDIA_TYPE":
+      return new HttpError(
+        415,
+        "content-type must be application/json",
+        "invalid_request_error",
+        null,
+        "unsupported_media_type",
+      );
+    default:
+      break;
+  }
+  if (typeof error.statusCode === "number" && error.statusCode >= 400 && error.statusCode < 500) {
+    return new HttpError(error.statusCode, error.message, "invalid_request_error", null, error.code ?? null);
+  }
+  return toHttpError(error);
+}

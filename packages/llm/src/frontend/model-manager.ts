@@ -1,0 +1,231 @@
+import type { Client, DistributedRuntime, Logger, PrefixWatch, RouterMode, RouterPolicy } from "@tdist/runtime";
+import { delay } from "@tdist/runtime";
+import { type ModelCard, modelCardPrefix, parseModelCard } from "../model-card/model-card.js";
+import type { EngineOutput } from "../protocol/engine-output.js";
+import type { PreprocessedRequest } from "../protocol/preprocessed-request.js";
+import { fetchTokenizerJson } from "./tokenizer-fetch.js";
+
+/** Builds the per-model processing (tokenizer, template) from a card and its tokenizer.json. */
+export type PipelineFactory<P> = (card: ModelCard, tokenizerJson: string) => Promise<P>;
+
+export interface ModelWorker {
+  instanceId: string;
+  key: string;
+  card: ModelCard;
+}
+
+/** One served model: its workers' cards, a client to their endpoint, and its pipeline. */
+export interface ModelEntry<P> {
+  readonly name: string;
+  readonly card: ModelCard;
+  readonly endpointPath: string;
+  readonly workers: ReadonlyMap<string, ModelWorker>;
+  readonly client: Client<PreprocessedRequest, EngineOutput>;
+  readonly pipeline: P;
+  readonly createdAt: number;
+}
+
+export interface ModelManagerOptions<P> {
+  createPipeline: PipelineFactory<P>;
+  router?: RouterPolicy | RouterMode;
+  /** Only watch cards in this namespace (default: all). */
+  namespace?: string;
+  logger: Logger;
+}
+
+interface MutableEntry<P> {
+  name: string;
+  card: ModelCard;
+  endpointPath: string;
+  workers: Map<string, ModelWorker>;
+  client?: Client<PreprocessedRequest, EngineOutput>;
+  pipeline?: P;
+  createdAt: number;
+  loading?: Promise<void>;
+}
+
+/**
+ * Watches `v1/models/` and keeps the set of served models live: a model
+ * appears when its first worker registers a card (after its tokenizer is
+ * fetched and verified) and disappears when its last worker's card goes.
+ */
+export class ModelManager<P> {
+  private readonly entries = new Map<string, MutableEntry<P>>();
+  private readonly byKey = new Map<string, string>();
+  private readonly closeController = new AbortController();
+  private loop: Promise<void> | undefined;
+  private readonly changeListeners = new Set<() => void>();
+
+  constructor(
+    private readonly runtime: DistributedRuntime,
+    private readonly options: ModelManagerOptions<P>,
+  ) {}
+
+  private get prefix(): string {
+    return this.options.namespace ? `${modelCardPrefix()}${this.options.namespace}/` : modelCardPrefix();
+  }
+
+  async start(): Promise<void> {
+    const watch = await this.runtime.discovery.watchPrefix(this.prefix, { signal: this.closeController.signal });
+    await this.applySnapshot(watch);
+    this.loop = this.follow(watch);
+  }
+
+  /** Models that are ready to serve (pipeline built), sorted by name. */
+  list(): ModelEntry<P>[] {
+    return [...this.entries.values()]
+      .filter((entry): entry is MutableEntry<P> & { client: Client<PreprocessedRequest, EngineOutput>; pipeline: P } =>
+        Boolean(entry.client && entry.pipeline),
+      )
+      .sort((a, b) => (a.name < b.name ? -1 : 1));
+  }
+
+  get(name: string): ModelEntry<P> | undefined {
+    const entry = this.entries.get(name);
+    return entry?.client && entry.pipeline ? (entry as ModelEntry<P>) : undefined;
+  }
+
+  /** True when at least one ready model has a live worker. */
+  hasLiveWorker(): boolean {
+    return this.list().some((entry) => entry.client.instances().length > 0);
+  }
+
+  /** Calls `listener` whenever models appear, become ready or disappear. */
+  onChange(listener: () => void): () => void {
+    this.changeListeners.add(listener);
+    return () => this.changeListeners.delete(listener);
+  }
+
+  /** Waits until `name` is ready (or any model when omitted). */
+  async waitForModel(name?: string, timeoutMs = 10_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    const ready = (): boolean => (name === undefined ? this.list().length > 0 : this.get(name) !== undefined);
+    while (!ready()) {
+      if (Date.now() > deadline) throw new Error(`model ${name ?? "(any)"} not ready after ${timeoutMs} ms`);
+      await delay(10);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closeController.abort();
+    await this.loop;
+    for (const entry of this.entries.values()) {
+      await entry.loading?.catch(() => {});
+      await entry.client?.close();
+    }
+    this.entries.clear();
+  }
+
+  private async applySnapshot(watch: PrefixWatch): Promise<void> {
+    for (const key of [...this.byKey.keys()]) this.remove(key);
+    await Promise.all(watch.initial.map(({ key, value }) => this.put(key, value)));
+  }
+
+  private async follow(initial: PrefixWatch): Promise<void> {
+    let watch = initial;
+    const signal = this.closeController.signal;
+    for (;;) {
+      try {
+        for await (const event of watch) {
+          if (event.type === "put") void this.put(event.key, event.value);
+          else this.remove(event.key);
+        }
+      } catch (err) {
+        if (!signal.aborted) this.options.logger.warn({ err }, "model watch failed; re-watching");
+      }
+      if (signal.aborted) return;
+      try {
+        await delay(500, signal);
+        watch = await this.runtime.discovery.watchPrefix(this.prefix, { signal });
+        await this.applySnapshot(watch);
+      } catch (err) {
+        if (signal.aborted) return;
+        this.options.logger.warn({ err }, "cannot re-watch models; retrying");
+      }
+    }
+  }
+
+  private async put(key: string, value: string): Promise<void> {
+    let card: ModelCard;
+    try {
+      card = parseModelCard(value);
+    } catch (err) {
+      this.options.logger.warn({ key, err }, "ignoring invalid model card");
+      return;
+    }
+    const parts = key.slice(modelCardPrefix().length).split("/");
+    const [namespace, component, endpoint, instanceId] = parts as [string, string, string, string];
+    const endpointPath = `${namespace}/${component}/${endpoint}`;
+    const previousName = this.byKey.get(key);
+    if (previousName !== undefined && previousName !== card.name) this.remove(key);
+    let entry = this.entries.get(card.name);
+    if (entry && entry.endpointPath !== endpointPath) {
+      this.options.logger.warn(
+        { model: card.name, endpoint: endpointPath, serving: entry.endpointPath },
+        "model already served from another endpoint; ignoring this worker",
+      );
+      return;
+    }
+    if (!entry) {
+      entry = { name: card.name, card, endpointPath, workers: new Map(), createdAt: Math.floor(Date.now() / 1000) };
+      this.entries.set(card.name, entry);
+    }
+    entry.workers.set(instanceId, { instanceId, key, card });
+    this.byKey.set(key, card.name);
+    if (!entry.loading) {
+      const target = entry;
+      target.loading = this.load(target, namespace, component, endpoint, instanceId);
+    }
+    await entry.loading;
+  }
+
+  private async load(
+    entry: MutableEntry<P>,
+    namespace: string,
+    component: string,
+    endpoint: string,
+    instanceId: string,
+  ): Promise<void> {
+    try {
+      const json = await fetchTokenizerJson(this.runtime, entry.card, instanceId, {
+        signal: this.closeController.signal,
+      });
+      const pipeline = await this.options.createPipeline(entry.card, json);
+      const client = await this.runtime
+        .namespace(namespace)
+        .component(component)
+        .endpoint(endpoint)
+        .client<PreprocessedRequest, EngineOutput>(this.options.router ? { router: this.options.router } : {});
+      if (this.entries.get(entry.name) !== entry) {
+        await client.close();
+        return;
+      }
+      entry.pipeline = pipeline;
+      entry.client = client;
+      this.options.logger.info({ model: entry.name, endpoint: entry.endpointPath }, "model added");
+      this.notify();
+    } catch (err) {
+      if (this.closeController.signal.aborted) return;
+      this.options.logger.error({ err, model: entry.name }, "cannot load model; will retry when a worker re-registers");
+      if (this.entries.get(entry.name) === entry) entry.loading = undefined;
+    }
+  }
+
+  private remove(key: string): void {
+    const name = this.byKey.get(key);
+    if (name === undefined) return;
+    this.byKey.delete(key);
+    const entry = this.entries.get(name);
+    if (!entry) return;
+    for (const [id, worker] of entry.workers) if (worker.key === key) entry.workers.delete(id);
+    if (entry.workers.size > 0) return;
+    this.entries.delete(name);
+    void entry.client?.close();
+    this.options.logger.info({ model: name }, "model removed");
+    this.notify();
+  }
+
+  private notify(): void {
+    for (const listener of this.changeListeners) listener();
+  }
+}

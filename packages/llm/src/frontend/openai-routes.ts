@@ -1,0 +1,377 @@
+import { randomBytes } from "node:crypto";
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import type { TokenLogprob } from "../protocol/engine-output.js";
+import type {
+  ChatCompletionChunk,
+  ChatCompletionRequest,
+  ChatCompletionResponse,
+  ChatLogprobContent,
+  CompletionChunk,
+  CompletionLogprobs,
+  CompletionRequest,
+  CompletionResponse,
+  OpenAIFinishReason,
+  Usage,
+} from "../protocol/openai.js";
+import type { PreprocessedRequest } from "../protocol/preprocessed-request.js";
+import { type ChoiceEvent, type ChoiceSpec, type ChoiceTotals, runChoices } from "./choice-runner.js";
+import type { FrontendMetrics } from "./frontend-metrics.js";
+import type { ModelEntry, ModelManager } from "./model-manager.js";
+import type { ModelPipeline } from "./model-pipeline.js";
+import { HttpError } from "./openai-errors.js";
+import { chatCompletionSchema, completionSchema } from "./openai-schemas.js";
+import { SseWriter } from "./sse-writer.js";
+
+export interface RouteContext {
+  models: ModelManager<ModelPipeline>;
+  metrics: FrontendMetrics;
+}
+
+type Kind = "chat" | "completion";
+
+interface RequestPlan {
+  kind: Kind;
+  entry: ModelEntry<ModelPipeline>;
+  choices: ChoiceSpec[];
+  promptTokens: number;
+  stopStrings: string[];
+  stream: boolean;
+  includeUsage: boolean;
+  logprobs: number | undefined;
+  id: string;
+  created: number;
+}
+
+export function registerOpenAIRoutes(app: FastifyInstance, context: RouteContext): void {
+  app.post("/v1/chat/completions", { schema: { body: chatCompletionSchema } }, (request, reply) =>
+    serve(context, request, reply, planChat(context, request.body as ChatCompletionRequest)),
+  );
+  app.post("/v1/completions", { schema: { body: completionSchema } }, (request, reply) =>
+    serve(context, request, reply, planCompletion(context, request.body as CompletionRequest)),
+  );
+  app.get("/v1/models", async () => ({
+    object: "list",
+    data: context.models.list().map((entry) => ({
+      id: entry.name,
+      object: "model",
+      created: entry.createdAt,
+      owned_by: "tdist",
+    })),
+  }));
+}
+
+function lookup(context: RouteContext, model: string): ModelEntry<ModelPipeline> {
+  const entry = context.models.get(model);
+  if (!entry) throw HttpError.modelNotFound(model);
+  return entry;
+}
+
+function normalizeStop(stop: string | string[] | null | undefined): string[] {
+  if (stop === undefined || stop === null) return [];
+  return (Array.isArray(stop) ? stop : [stop]).filter((s) => s.length > 0);
+}
+
+/** n choices of one prompt: distinct seeds when the caller fixed one, so choices differ but stay reproducible. */
+function expandChoices(base: PreprocessedRequest, n: number, firstIndex: number): ChoiceSpec[] {
+  return Array.from({ length: n }, (_, i) => ({
+    index: firstIndex + i,
+    request:
+      i === 0 || base.sampling.seed === undefined
+        ? base
+        : { ...base, sampling: { ...base.sampling, seed: base.sampling.seed + i } },
+  }));
+}
+
+function newId(prefix: string): string {
+  return `${prefix}-${randomBytes(12).toString("hex")}`;
+}
+
+function planChat(context: RouteContext, body: ChatCompletionRequest): RequestPlan {
+  const entry = lookup(context, body.model);
+  if (body.top_logprobs !== undefined && body.top_logprobs !== null && !body.logprobs) {
+    throw HttpError.badRequest("top_logprobs requires logprobs to be true", "top_logprobs");
+  }
+  const preprocessed = entry.pipeline.preprocessChat(body);
+  const logprobs = body.logprobs ? (body.top_logprobs ?? 0) : undefined;
+  const request =
+    logprobs === undefined ? preprocessed : { ...preprocessed, output: { ...preprocessed.output, logprobs } };
+  return {
+    kind: "chat",
+    entry,
+    choices: expandChoices(request, body.n ?? 1, 0),
+    promptTokens: request.tokenIds.length,
+    stopStrings: normalizeStop(body.stop),
+    stream: body.stream === true,
+    includeUsage: body.stream_options?.include_usage === true,
+    logprobs,
+    id: newId("chatcmpl"),
+    created: Math.floor(Date.now() / 1000),
+  };
+}
+
+function planCompletion(context: RouteContext, body: CompletionRequest): RequestPlan {
+  const entry = lookup(context, body.model);
+  if (body.echo) throw HttpError.badRequest("echo is not supported", "echo");
+  const prompts = normalizePrompts(body.prompt);
+  const n = body.n ?? 1;
+  const logprobs = body.logprobs ?? undefined;
+  const choices: ChoiceSpec[] = [];
+  let promptTokens = 0;
+  prompts.forEach((prompt, promptIndex) => {
+    const preprocessed = entry.pipeline.preprocessCompletion(body, prompt);
+    const request =
+      logprobs === undefined ? preprocessed : { ...preprocessed, output: { ...preprocessed.output, logprobs } };
+    promptTokens += request.tokenIds.length;
+    choices.push(...expandChoices(request, n, promptIndex * n));
+  });
+  return {
+    kind: "completion",
+    entry,
+    choices,
+    promptTokens,
+    stopStrings: normalizeStop(body.stop),
+    stream: body.stream === true,
+    includeUsage: body.stream_options?.include_usage === true,
+    logprobs,
+    id: newId("cmpl"),
+    created: Math.floor(Date.now() / 1000),
+  };
+}
+
+function normalizePrompts(prompt: CompletionRequest["prompt"]): (string | number[])[] {
+  if (typeof prompt === "string") return [prompt];
+  if (prompt.length > 0 && typeof prompt[0] === "number") return [prompt as number[]];
+  return prompt as (string | number[])[];
+}
+
+async function serve(
+  context: RouteContext,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  plan: RequestPlan,
+): Promise<unknown> {
+  const { metrics } = context;
+  const model = plan.entry.name;
+  const endpoint = plan.kind === "chat" ? "chat_completions" : "completions";
+  const arrivedAt = performance.now();
+  const totals: ChoiceTotals = { completionTokens: 0, cachedTokens: 0, firstTokenAt: undefined, tokenTimes: [] };
+  const clientGone = new AbortController();
+  reply.raw.on("close", () => {
+    if (!reply.raw.writableFinished) clientGone.abort();
+  });
+  metrics.inflight.inc({ model });
+  let status = "success";
+  try {
+    const events = runChoices(plan.entry, plan.choices, plan.stopStrings, clientGone.signal, totals);
+    if (plan.stream) {
+      await streamResponse(plan, reply, events, totals);
+      if (clientGone.signal.aborted) {
+        status = "disconnected";
+        metrics.disconnects.inc({ model });
+      }
+      return reply;
+    }
+    return await unaryResponse(plan, events, totals);
+  } catch (err) {
+    status = "error";
+    throw err;
+  } finally {
+    metrics.inflight.dec({ model });
+    metrics.requests.inc({ model, endpoint, request_type: plan.stream ? "stream" : "unary", status });
+    metrics.requestDuration.observe({ model }, (performance.now() - arrivedAt) / 1000);
+    metrics.inputSequenceTokens.observe({ model }, plan.promptTokens);
+    metrics.inputTokens.inc({ model }, plan.promptTokens);
+    metrics.outputSequenceTokens.observe({ model }, totals.completionTokens);
+    metrics.outputTokens.inc({ model }, totals.completionTokens);
+    if (totals.cachedTokens > 0) metrics.cachedTokens.inc({ model }, totals.cachedTokens);
+    if (totals.firstTokenAt !== undefined) {
+      metrics.timeToFirstToken.observe({ model }, (totals.firstTokenAt - arrivedAt) / 1000);
+    }
+    const times = totals.tokenTimes;
+    for (let i = 1; i < times.length; i++) {
+      metrics.interTokenLatency.observe({ model }, ((times[i] as number) - (times[i - 1] as number)) / 1000);
+    }
+    void request;
+  }
+}
+
+function usageOf(plan: RequestPlan, totals: ChoiceTotals): Usage {
+  return {
+    prompt_tokens: plan.promptTokens,
+    completion_tokens: totals.completionTokens,
+    total_tokens: plan.promptTokens + totals.completionTokens,
+    ...(totals.cachedTokens > 0 ? { prompt_tokens_details: { cached_tokens: totals.cachedTokens } } : {}),
+  };
+}
+
+function finishReason(event: ChoiceEvent): OpenAIFinishReason {
+  return event.finishReason ?? null;
+}
+
+async function streamResponse(
+  plan: RequestPlan,
+  reply: FastifyReply,
+  events: AsyncGenerator<ChoiceEvent>,
+  totals: ChoiceTotals,
+): Promise<void> {
+  // Wait for the first event before committing to a 200, so early failures get a proper HTTP error.
+  const first = await events.next();
+  reply.hijack();
+  const sse = new SseWriter(reply.raw);
+  sse.start();
+  const pipeline = plan.entry.pipeline;
+  const base = { id: plan.id, created: plan.created, model: plan.entry.name };
+  if (plan.kind === "chat") {
+    for (const choice of plan.choices) {
+      const chunk: ChatCompletionChunk = {
+        ...base,
+        object: "chat.completion.chunk",
+        choices: [
+          { index: choice.index, delta: { role: "assistant", content: "" }, finish_reason: null, logprobs: null },
+        ],
+      };
+      await sse.send(chunk);
+    }
+  }
+  try {
+    let result = first;
+    while (!result.done) {
+      if (sse.closed.aborted) break;
+      const event = result.value;
+      if (plan.kind === "chat") {
+        const chunk: ChatCompletionChunk = {
+          ...base,
+          object: "chat.completion.chunk",
+          choices: [
+            {
+              index: event.index,
+              delta: event.text ? { content: event.text } : {},
+              finish_reason: finishReason(event),
+              logprobs: plan.logprobs === undefined ? null : { content: chatLogprobs(pipeline, event.logprobs) },
+            },
+          ],
+          ...(plan.includeUsage ? { usage: null } : {}),
+        };
+        await sse.send(chunk);
+      } else {
+        const chunk: CompletionChunk = {
+          ...base,
+          object: "text_completion",
+          choices: [
+            {
+              index: event.index,
+              text: event.text,
+              finish_reason: finishReason(event),
+              logprobs: plan.logprobs === undefined ? null : completionLogprobs(pipeline, event.logprobs, 0),
+            },
+          ],
+          ...(plan.includeUsage ? { usage: null } : {}),
+        };
+        await sse.send(chunk);
+      }
+      if (event.error)
+        await sse.send({ error: { message: event.error, type: "internal_server_error", param: null, code: null } });
+      result = await events.next();
+    }
+  } finally {
+    if (sse.closed.aborted) {
+      await events.return(undefined);
+      sse.end();
+    }
+  }
+  if (sse.closed.aborted) return;
+  if (plan.includeUsage) {
+    await sse.send({
+      ...base,
+      object: plan.kind === "chat" ? "chat.completion.chunk" : "text_completion",
+      choices: [],
+      usage: usageOf(plan, totals),
+    });
+  }
+  await sse.done();
+}
+
+async function unaryResponse(
+  plan: RequestPlan,
+  events: AsyncGenerator<ChoiceEvent>,
+  totals: ChoiceTotals,
+): Promise<ChatCompletionResponse | CompletionResponse> {
+  const texts = new Map<number, string[]>();
+  const reasons = new Map<number, OpenAIFinishReason>();
+  const logprobs = new Map<number, TokenLogprob[]>();
+  for await (const event of events) {
+    let parts = texts.get(event.index);
+    if (!parts) {
+      parts = [];
+      texts.set(event.index, parts);
+    }
+    if (event.text) parts.push(event.text);
+    if (event.logprobs) logprobs.set(event.index, [...(logprobs.get(event.index) ?? []), ...event.logprobs]);
+    if (event.finishReason) reasons.set(event.index, event.finishReason);
+  }
+  const pipeline = plan.entry.pipeline;
+  const base = { id: plan.id, created: plan.created, model: plan.entry.name, usage: usageOf(plan, totals) };
+  const indexes = plan.choices.map((choice) => choice.index);
+  if (plan.kind === "chat") {
+    return {
+      ...base,
+      object: "chat.completion",
+      choices: indexes.map((index) => ({
+        index,
+        message: { role: "assistant", content: (texts.get(index) ?? []).join("") },
+        finish_reason: reasons.get(index) ?? "stop",
+        logprobs: plan.logprobs === undefined ? null : { content: chatLogprobs(pipeline, logprobs.get(index)) },
+      })),
+    };
+  }
+  return {
+    ...base,
+    object: "text_completion",
+    choices: indexes.map((index) => ({
+      index,
+      text: (texts.get(index) ?? []).join(""),
+      finish_reason: reasons.get(index) ?? "stop",
+      logprobs: plan.logprobs === undefined ? null : completionLogprobs(pipeline, logprobs.get(index), 0),
+    })),
+  };
+}
+
+function tokenBytes(text: string): number[] {
+  return [...Buffer.from(text, "utf8")];
+}
+
+function chatLogprobs(pipeline: ModelPipeline, logprobs: TokenLogprob[] | undefined): ChatLogprobContent[] {
+  return (logprobs ?? []).map((entry) => {
+    const token = pipeline.tokenText(entry.tokenId);
+    return {
+      token,
+      logprob: entry.logprob,
+      bytes: tokenBytes(token),
+      top_logprobs: (entry.top ?? []).map((alt) => {
+        const text = pipeline.tokenText(alt.tokenId);
+        return { token: text, logprob: alt.logprob, bytes: tokenBytes(text) };
+      }),
+    };
+  });
+}
+
+function completionLogprobs(
+  pipeline: ModelPipeline,
+  logprobs: TokenLogprob[] | undefined,
+  startOffset: number,
+): CompletionLogprobs {
+  const tokens: string[] = [];
+  const tokenLogprobs: number[] = [];
+  const top: Record<string, number>[] = [];
+  const offsets: number[] = [];
+  let offset = startOffset;
+  for (const entry of logprobs ?? []) {
+    const text = pipeline.tokenText(entry.tokenId);
+    tokens.push(text);
+    tokenLogprobs.push(entry.logprob);
+    offsets.push(offset);
+    offset += text.length;
+    top.push(Object.fromEntries((entry.top ?? []).map((alt) => [pipeline.tokenText(alt.tokenId), alt.logprob])));
+  }
+  return { tokens, token_logprobs: tokenLogprobs, top_logprobs: top, text_offset: offsets };
+}

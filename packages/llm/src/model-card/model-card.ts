@@ -1,0 +1,63 @@
+import { TdistError } from "@tdist/runtime";
+
+/**
+ * Where the frontend gets a model's tokenizer without a shared filesystem:
+ * inline in the card (small tokenizers) or fetched from the worker's
+ * `tokenizer` endpoint (large ones). Either way verified by sha256.
+ */
+export type TokenizerSource =
+  | { kind: "inline"; tokenizerJson: string }
+  | { kind: "endpoint"; namespace: string; component: string; endpoint: string };
+
+export interface ModelCard {
+  /** Served model name: what clients put in `model`. */
+  name: string;
+  /** Engine kind, for status output (`echo`, `mocker`, `llamacpp`, ...). */
+  engine: string;
+  tokenizer: {
+    source: TokenizerSource;
+    /** sha256 hex of tokenizer.json's bytes. */
+    sha256: string;
+  };
+  /** Jinja chat template (from tokenizer_config.json or the GGUF), when the model has one. */
+  chatTemplate?: string;
+  /** tokenizer_config.json fields the template and preprocessor use. */
+  bosToken?: string;
+  eosToken?: string;
+  addBosToken?: boolean;
+  eosTokenIds: number[];
+  contextLength: number;
+  kvBlockSize: number;
+  limits: { totalKvBlocks?: number; maxSequences?: number };
+  /** How many times the frontend may migrate a request of this model to another worker. */
+  migrationLimit?: number;
+}
+
+export function modelCardPrefix(): string {
+  return "v1/models/";
+}
+
+export function modelCardKey(namespace: string, component: string, endpoint: string, instanceId: string): string {
+  return `v1/models/${namespace}/${component}/${endpoint}/${instanceId}`;
+}
+
+/** Validates a card read from discovery; throws `bad_request` naming the bad field. */
+export function parseModelCard(text: string): ModelCard {
+  let card: Partial<ModelCard>;
+  try {
+    card = JSON.parse(text) as Partial<ModelCard>;
+  } catch (err) {
+    throw TdistError.wrap(err, "bad_request", "model card is not JSON");
+  }
+  const fail = (field: string): never => {
+    throw new TdistError("bad_request", `model card field ${field} is missing or invalid`);
+  };
+  if (typeof card.name !== "string" || card.name.length === 0) fail("name");
+  if (typeof card.engine !== "string") fail("engine");
+  if (typeof card.tokenizer?.sha256 !== "string" || typeof card.tokenizer.source?.kind !== "string") fail("tokenizer");
+  if (!Array.isArray(card.eosTokenIds)) fail("eosTokenIds");
+  if (!Number.isInteger(card.contextLength) || (card.contextLength as number) <= 0) fail("contextLength");
+  if (!Number.isInteger(card.kvBlockSize) || (card.kvBlockSize as number) <= 0) fail("kvBlockSize");
+  if (typeof card.limits !== "object" || card.limits === null) fail("limits");
+  return card as ModelCard;
+}

@@ -1,0 +1,152 @@
+/**
+ * The OpenAI API shapes the frontend accepts and returns (chat completions,
+ * completions, models, errors), with the extensions vLLM users expect
+ * (`top_k`, `min_p`, `ignore_eos`, `min_tokens`, `repetition_penalty`).
+ */
+
+export type ChatRole = "system" | "developer" | "user" | "assistant" | "tool";
+
+export interface ChatContentPart {
+  type: string;
+  text?: string;
+}
+
+export interface ChatMessage {
+  role: ChatRole;
+  content?: string | ChatContentPart[] | null;
+  name?: string;
+  tool_calls?: unknown[];
+  tool_call_id?: string;
+  reasoning_content?: string;
+}
+
+export interface StreamOptions {
+  include_usage?: boolean;
+}
+
+/** Sampling and stopping fields shared by chat and completions. */
+export interface CommonRequestFields {
+  model: string;
+  stream?: boolean;
+  stream_options?: StreamOptions | null;
+  max_tokens?: number | null;
+  temperature?: number | null;
+  top_p?: number | null;
+  top_k?: number | null;
+  min_p?: number | null;
+  seed?: number | null;
+  stop?: string | string[] | null;
+  stop_token_ids?: number[] | null;
+  presence_penalty?: number | null;
+  frequency_penalty?: number | null;
+  repetition_penalty?: number | null;
+  n?: number | null;
+  user?: string;
+  ignore_eos?: boolean;
+  min_tokens?: number;
+}
+
+export interface ChatCompletionRequest extends CommonRequestFields {
+  messages: ChatMessage[];
+  max_completion_tokens?: number | null;
+  logprobs?: boolean | null;
+  top_logprobs?: number | null;
+  tools?: unknown[];
+  tool_choice?: unknown;
+  chat_template_kwargs?: Record<string, unknown>;
+}
+
+export interface CompletionRequest extends CommonRequestFields {
+  prompt: string | string[] | number[] | number[][];
+  logprobs?: number | null;
+  echo?: boolean;
+}
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  prompt_tokens_details?: { cached_tokens: number };
+}
+
+export type OpenAIFinishReason = "stop" | "length" | "cancelled" | "error" | null;
+
+export interface ChatLogprobContent {
+  token: string;
+  logprob: number;
+  bytes: number[];
+  top_logprobs: { token: string; logprob: number; bytes: number[] }[];
+}
+
+export interface ChatCompletionChoice {
+  index: number;
+  message: { role: "assistant"; content: string };
+  finish_reason: OpenAIFinishReason;
+  logprobs: { content: ChatLogprobContent[] } | null;
+}
+
+export interface ChatCompletionResponse {
+  id: string;
+  object: "chat.completion";
+  created: number;
+  model: string;
+  choices: ChatCompletionChoice[];
+  usage: Usage;
+}
+
+export interface ChatCompletionChunk {
+  id: string;
+  object: "chat.completion.chunk";
+  created: number;
+  model: string;
+  choices: {
+    index: number;
+    delta: { role?: "assistant"; content?: string };
+    finish_reason: OpenAIFinishReason;
+    logprobs: { content: ChatLogprobContent[] } | null;
+  }[];
+  usage?: Usage | null;
+}
+
+export interface CompletionLogprobs {
+  tokens: string[];
+  token_logprobs: number[];
+  top_logprobs: Record<string, number>[] | null;
+  text_offset: number[];
+}
+
+export interface CompletionChoice {
+  index: number;
+  text: string;
+  finish_reason: OpenAIFinishReason;
+  logprobs: CompletionLogprobs | null;
+}
+
+export interface CompletionResponse {
+  id: string;
+  object: "text_completion";
+  created: number;
+  model: string;
+  choices: CompletionChoice[];
+  usage: Usage;
+}
+
+export interface CompletionChunk {
+  id: string;
+  object: "text_completion";
+  created: number;
+  model: string;
+  choices: CompletionChoice[];
+  usage?: Usage | null;
+}
+
+export interface ModelObject {
+  id: string;
+  object: "model";
+  created: number;
+  owned_by: string;
+}
+
+export interface OpenAIErrorBody {
+  error: { message: string; type: string; param: string | null; code: string | null };
+}
