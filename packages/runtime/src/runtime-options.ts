@@ -3,8 +3,10 @@ import { Env } from "./config/environment.js";
 import type { Discovery } from "./discovery/discovery.js";
 import type { MemoryDiscoveryStore } from "./discovery/memory-discovery.js";
 import { TdistError } from "./errors/tdist-error.js";
+import type { MemoryEventBus } from "./event-plane/memory-event-plane.js";
 import { type Logger, silentLogger } from "./logger.js";
 import { type Codec, jsonCodec } from "./request-plane/codec.js";
+import type { MemoryWorkQueueBroker } from "./work-queue/memory-work-queue.js";
 
 export type DiscoveryOptions =
   | { kind: "memory"; store?: MemoryDiscoveryStore }
@@ -14,11 +16,17 @@ export type RequestPlaneOptions =
   | { kind: "tcp"; host?: string; port?: number; advertiseHost?: string }
   | { kind: "nats"; url?: string };
 
+export type EventPlaneSelection =
+  | { kind: "memory"; bus?: MemoryEventBus; broker?: MemoryWorkQueueBroker }
+  | { kind: "nats"; url?: string };
+
 export interface RuntimeOptions {
   /** A Discovery instance, or how to make one. Default: `TDIST_DISCOVERY` (memory). */
   discovery?: Discovery | DiscoveryOptions;
   /** Request plane across runtimes. Default: `TDIST_REQUEST_PLANE` (tcp). */
   requestPlane?: RequestPlaneOptions;
+  /** Event plane and work queues backend. Default: `TDIST_EVENT_PLANE` (memory). */
+  eventPlane?: EventPlaneSelection;
   leaseTtlMs?: number;
   /** Responses in flight per stream before the handler pauses. */
   streamWindow?: number;
@@ -35,6 +43,7 @@ export interface RuntimeOptions {
 export interface ResolvedRuntimeOptions {
   discovery: Discovery | Required<DiscoveryOptions> | { kind: "memory"; store?: MemoryDiscoveryStore };
   requestPlane: { kind: "tcp"; host: string; port: number; advertiseHost: string } | { kind: "nats"; url: string };
+  eventPlane: { kind: "memory"; bus?: MemoryEventBus; broker?: MemoryWorkQueueBroker } | { kind: "nats"; url: string };
   leaseTtlMs: number;
   streamWindow: number;
   maxFrameBytes: number;
@@ -91,9 +100,21 @@ export function resolveRuntimeOptions(options: RuntimeOptions = {}): ResolvedRun
     throw new TdistError("invalid_option", `unknown request plane ${JSON.stringify(planeKind)}: use tcp or nats`);
   }
 
+  const eventKind = options.eventPlane?.kind ?? readEnv(Env.eventPlane, env);
+  let eventPlane: ResolvedRuntimeOptions["eventPlane"];
+  if (eventKind === "memory") {
+    eventPlane = options.eventPlane?.kind === "memory" ? options.eventPlane : { kind: "memory" };
+  } else if (eventKind === "nats") {
+    const given = options.eventPlane?.kind === "nats" ? options.eventPlane : undefined;
+    eventPlane = { kind: "nats", url: given?.url ?? readEnv(Env.natsUrl, env) };
+  } else {
+    throw new TdistError("invalid_option", `unknown event plane ${JSON.stringify(eventKind)}: use memory or nats`);
+  }
+
   return {
     discovery,
     requestPlane,
+    eventPlane,
     leaseTtlMs: positiveInteger("leaseTtlMs", options.leaseTtlMs ?? readEnv(Env.leaseTtlMs, env), 1000),
     streamWindow: positiveInteger("streamWindow", options.streamWindow ?? readEnv(Env.streamWindow, env)),
     maxFrameBytes: positiveInteger("maxFrameBytes", options.maxFrameBytes ?? readEnv(Env.maxFrameBytes, env), 1024),

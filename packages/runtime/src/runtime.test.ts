@@ -76,3 +76,36 @@ describe("runtime - lifecycle", () => {
     expect(keys).toEqual(["b"]);
   });
 });
+
+describe("runtime - event plane and work queues", () => {
+  it("runtime - memory event plane and work queues are shared by runtimes given the same bus", async () => {
+    const { MemoryEventBus } = await import("./event-plane/memory-event-plane.js");
+    const { MemoryWorkQueueBroker } = await import("./work-queue/memory-work-queue.js");
+    const bus = new MemoryEventBus();
+    const broker = new MemoryWorkQueueBroker();
+    const store = new MemoryDiscoveryStore();
+    const make = () =>
+      DistributedRuntime.create({
+        env: {},
+        discovery: { kind: "memory", store },
+        eventPlane: { kind: "memory", bus, broker },
+      });
+    const [a, b] = await Promise.all([make(), make()]);
+    try {
+      const subscription = (await b.eventPlane()).subscribe<{ n: number }>("tdist.ns.test.x.events");
+      await subscription.ready;
+      await (await a.eventPlane()).publish("tdist.ns.test.x.events", { n: 1 });
+      const first = await subscription[Symbol.asyncIterator]().next();
+      expect(first.value?.payload).toEqual({ n: 1 });
+      const queueA = await (await a.workQueues()).open<string>("jobs");
+      const queueB = await (await b.workQueues()).open<string>("jobs");
+      await queueA.enqueue("job-1");
+      const item = await queueB.dequeue({ timeoutMs: 1_000 });
+      expect(item?.payload).toBe("job-1");
+      await item?.ack();
+    } finally {
+      await a.shutdown();
+      await b.shutdown();
+    }
+  });
+});

@@ -4,6 +4,8 @@ import { type Endpoint, Namespace } from "./component.js";
 import type { Discovery, Lease } from "./discovery/discovery.js";
 import { MemoryDiscovery } from "./discovery/memory-discovery.js";
 import { TdistError } from "./errors/tdist-error.js";
+import type { EventPlane } from "./event-plane/event-plane.js";
+import { MemoryEventPlane } from "./event-plane/memory-event-plane.js";
 import type { Handler } from "./handler.js";
 import type { Logger } from "./logger.js";
 import type { RequestPlaneClient, RequestPlaneServer, ServedHandler } from "./request-plane/request-plane.js";
@@ -11,6 +13,8 @@ import { TcpRequestClient } from "./request-plane/tcp-request-client.js";
 import { TcpRequestServer } from "./request-plane/tcp-server.js";
 import { type ResolvedRuntimeOptions, type RuntimeOptions, resolveRuntimeOptions } from "./runtime-options.js";
 import { delay } from "./util/abort.js";
+import { MemoryWorkQueues } from "./work-queue/memory-work-queue.js";
+import type { WorkQueues } from "./work-queue/work-queue.js";
 
 export type RuntimeState = "starting" | "running" | "draining" | "stopped";
 
@@ -50,8 +54,12 @@ export class DistributedRuntime implements ClientHost {
   private leasePromise: Promise<Lease> | undefined;
   private readonly served = new Map<string, { entry: ServedHandler; key: string }>();
   private readonly clients = new Set<Client<unknown, unknown>>();
+  private readonly leasedKeys = new Set<string>();
   private shutdownPromise: Promise<void> | undefined;
   private serverValue: RequestPlaneServer | undefined;
+  private eventsPromise: Promise<{ plane: EventPlane; queues: WorkQueues; close(): Promise<void> }> | undefined;
+  private eventPlanePromise: Promise<EventPlane> | undefined;
+  private workQueuesPromise: Promise<WorkQueues> | undefined;
 
   private constructor(
     readonly options: ResolvedRuntimeOptions,
@@ -64,10 +72,33 @@ export class DistributedRuntime implements ClientHost {
   static async create(options: RuntimeOptions = {}): Promise<DistributedRuntime> {
     const resolved = resolveRuntimeOptions(options);
     const { discovery, owned } = await openDiscovery(resolved);
-    const requestPlane = await openRequestPlaneClient(resolved);
+    let requestPlane: RequestPlaneClient;
+    try {
+      requestPlane = await openRequestPlaneClient(resolved);
+    } catch (err) {
+      if (owned) await discovery.close();
+      throw err;
+    }
     const runtime = new DistributedRuntime(resolved, discovery, owned, requestPlane);
     runtime.stateValue = "running";
     return runtime;
+  }
+
+  /** The event plane (KV events, metrics): memory in embedded mode, NATS in cluster mode. Opened on first use. */
+  eventPlane(): Promise<EventPlane> {
+    this.eventPlanePromise ??= this.openEvents().then((events) => events.plane);
+    return this.eventPlanePromise;
+  }
+
+  /** Work queues (prefill queue, jobs): memory in embedded mode, JetStream in cluster mode. Opened on first use. */
+  workQueues(): Promise<WorkQueues> {
+    this.workQueuesPromise ??= this.openEvents().then((events) => events.queues);
+    return this.workQueuesPromise;
+  }
+
+  private openEvents(): Promise<{ plane: EventPlane; queues: WorkQueues; close(): Promise<void> }> {
+    this.eventsPromise ??= openEventBackends(this.options);
+    return this.eventsPromise;
   }
 
   get state(): RuntimeState {
@@ -143,6 +174,21 @@ export class DistributedRuntime implements ClientHost {
     };
   }
 
+  /**
+   * Puts `key` under the primary lease, like an instance record: it vanishes
+   * with the process and is deleted first at shutdown (model cards use this).
+   */
+  async registerLeasedKey(key: string, value: string): Promise<void> {
+    this.assertRunning();
+    const lease = await this.primaryLease();
+    await this.discovery.put(key, value, { lease });
+    this.leasedKeys.add(key);
+  }
+
+  async unregisterLeasedKey(key: string): Promise<void> {
+    if (this.leasedKeys.delete(key)) await this.deregister(key);
+  }
+
   /** @internal Called by `Endpoint.client`. */
   async createClient<Req, Resp>(endpoint: Endpoint, options: ClientOptions): Promise<Client<Req, Resp>> {
     this.assertRunning();
@@ -180,7 +226,9 @@ export class DistributedRuntime implements ClientHost {
   private async runShutdown(graceMs: number): Promise<void> {
     this.stateValue = "draining";
     const served = [...this.served.values()];
-    await Promise.all(served.map(({ key }) => this.deregister(key)));
+    const keys = [...this.leasedKeys, ...served.map(({ key }) => key)];
+    this.leasedKeys.clear();
+    await Promise.all(keys.map((key) => this.deregister(key)));
     this.serverValue?.stopAccepting();
     await drain(
       served.map(({ entry }) => entry),
@@ -192,6 +240,12 @@ export class DistributedRuntime implements ClientHost {
     this.clients.clear();
     await this.serverValue?.close();
     await this.requestPlane.close();
+    if (this.eventsPromise) {
+      await this.eventsPromise.then(
+        (events) => events.close(),
+        () => {},
+      );
+    }
     if (this.lease) await this.lease.revoke().catch(() => {});
     if (this.ownsDiscovery) await this.discovery.close();
     this.stateValue = "stopped";
@@ -218,7 +272,22 @@ export class DistributedRuntime implements ClientHost {
   private async server(): Promise<RequestPlaneServer> {
     if (this.serverValue) return this.serverValue;
     const plane = this.options.requestPlane;
-    if (plane.kind !== "tcp") throw new TdistError("invalid_option", `request plane ${plane.kind} is not available`);
+    if (plane.kind === "nats") {
+      // The NATS server listens on a subject named after this runtime's instance id (its primary lease).
+      const lease = await this.primaryLease();
+      const { NatsRequestServer } = await import("./request-plane/nats-request-server.js");
+      // A concurrent `serve` may have made the server while this call awaited.
+      if (this.serverValue) return this.serverValue;
+      this.serverValue = new NatsRequestServer({
+        url: plane.url,
+        instanceId: lease.id,
+        maxFrameBytes: this.options.maxFrameBytes,
+        connectTimeoutMs: this.options.connectTimeoutMs,
+        codec: this.options.codec,
+        logger: this.logger,
+      });
+      return this.serverValue;
+    }
     this.serverValue = new TcpRequestServer({
       host: plane.host,
       port: plane.port,
@@ -254,9 +323,57 @@ async function openDiscovery(options: ResolvedRuntimeOptions): Promise<{ discove
   return { discovery, owned: true };
 }
 
+async function openEventBackends(
+  options: ResolvedRuntimeOptions,
+): Promise<{ plane: EventPlane; queues: WorkQueues; close(): Promise<void> }> {
+  const selection = options.eventPlane;
+  if (selection.kind === "memory") {
+    const plane = new MemoryEventPlane({ logger: options.logger, ...(selection.bus ? { bus: selection.bus } : {}) });
+    const queues = new MemoryWorkQueues({
+      logger: options.logger,
+      ...(selection.broker ? { broker: selection.broker } : {}),
+    });
+    return {
+      plane,
+      queues,
+      close: async () => {
+        await plane.close();
+        await queues.close();
+      },
+    };
+  }
+  // Loaded only in cluster mode. One NATS connection carries both events and queues.
+  const [{ connectNats, drainNats }, { NatsEventPlane }, { NatsWorkQueues }] = await Promise.all([
+    import("./event-plane/nats-connection.js"),
+    import("./event-plane/nats-event-plane.js"),
+    import("./work-queue/nats-work-queue.js"),
+  ]);
+  const connection = await connectNats({ url: selection.url, name: "tdist-events", logger: options.logger });
+  const plane = NatsEventPlane.fromConnection(connection.connection, { logger: options.logger });
+  const queues = NatsWorkQueues.fromConnection(connection.connection, { logger: options.logger });
+  return {
+    plane,
+    queues,
+    close: async () => {
+      await plane.close();
+      await queues.close();
+      await drainNats(connection.connection);
+    },
+  };
+}
+
 async function openRequestPlaneClient(options: ResolvedRuntimeOptions): Promise<RequestPlaneClient> {
-  if (options.requestPlane.kind !== "tcp") {
-    throw new TdistError("invalid_option", `request plane ${options.requestPlane.kind} is not available`);
+  if (options.requestPlane.kind === "nats") {
+    // Loaded only in cluster mode: embedded runtimes never load the NATS client.
+    const { NatsRequestClient } = await import("./request-plane/nats-request-client.js");
+    return NatsRequestClient.connect({
+      url: options.requestPlane.url,
+      maxFrameBytes: options.maxFrameBytes,
+      connectTimeoutMs: options.connectTimeoutMs,
+      streamWindow: options.streamWindow,
+      codec: options.codec,
+      logger: options.logger,
+    });
   }
   return new TcpRequestClient({
     maxFrameBytes: options.maxFrameBytes,

@@ -101,6 +101,7 @@ export class TcpConnection implements StreamTransport {
     const streamId = this.allocateStreamId();
     const window = this.options.streamWindow;
     const stream = new TcpResponseStream<T>(streamId, instanceId, context, window, this, onSettled);
+    if (!stream.isOpen) return stream;
     if (this.closedWith) {
       stream.pushError(this.closedWith);
       return stream;
@@ -162,8 +163,9 @@ export class TcpConnection implements StreamTransport {
         try {
           value = this.options.codec.decode(frame.payload);
         } catch (err) {
-          stream.pushError(TdistError.wrap(err, "codec_error", "response body"));
+          // KILL first: pushError releases the stream, after which no KILL would be sent.
           this.sendKill(frame.streamId);
+          stream.pushError(TdistError.wrap(err, "codec_error", "response body"));
           return;
         }
         stream.pushData(value);

@@ -38,6 +38,8 @@ export class TcpResponseStream<T> implements ResponseStream<T> {
     if (context.isKilled) {
       this.state = "killed";
       this.failure = toCancelled(context.signal.reason);
+      context.dispose();
+      onSettled?.();
       return;
     }
     const onKill = (): void => this.kill(context.signal.reason);
@@ -52,6 +54,11 @@ export class TcpResponseStream<T> implements ResponseStream<T> {
 
   get requestId(): string {
     return this.context.requestId;
+  }
+
+  /** False once the stream has ended, failed or been killed. */
+  get isOpen(): boolean {
+    return this.state === "open";
   }
 
   /** Called by the connection for each DATA frame (already decoded). */
