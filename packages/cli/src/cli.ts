@@ -1,13 +1,21 @@
 import { parseArgs } from "node:util";
 import { DistributedRuntime, Env, readEnv, TdistError } from "@tdist/runtime";
+import type { CliIo } from "./cli-io.js";
 import { flagsToEnv, runtimeFlags } from "./cli-options.js";
 import { formatEnv } from "./commands/env.js";
+import { frontendCommand, type RunningCommand, runCommand, workerCommand } from "./commands/serve.js";
 import { formatStatus, readStatus } from "./commands/status.js";
 import { createLogger } from "./logging.js";
 
 const USAGE = `usage: tdist <command> [options]
 
 commands:
+  run                 frontend + workers in one process, embedded discovery (npm start runs this)
+                        --engine echo|mocker  --workers N  --model-name NAME  --port 8000  --host 0.0.0.0
+                        --router-mode MODE  --speedup X (mocker)  --delay-ms MS (echo)
+  frontend            the OpenAI HTTP frontend; finds workers through discovery
+                        --port --host --router-mode round-robin|random|least-loaded|power-of-two
+  worker              one model worker: --engine echo|mocker --model-name NAME
   status [--json]     namespaces, components, endpoints, instances and models from discovery
   env                 every TDIST_* environment variable with its default
 
@@ -17,10 +25,7 @@ runtime options (each overrides its TDIST_* variable):
   --event-plane memory|nats    --namespace NAME
   --log-level LEVEL`;
 
-export interface CliIo {
-  out(text: string): void;
-  err(text: string): void;
-}
+export type { CliIo } from "./cli-io.js";
 
 const stdio: CliIo = {
   out: (text) => process.stdout.write(`${text}\n`),
@@ -34,6 +39,12 @@ export async function runCli(argv: string[], io: CliIo = stdio): Promise<number>
     switch (command) {
       case "status":
         return await statusCommand(rest, io);
+      case "run":
+        return await serveUntilSignal(await runCommand(rest, io));
+      case "frontend":
+        return await serveUntilSignal(await frontendCommand(rest, io));
+      case "worker":
+        return await serveUntilSignal(await workerCommand(rest, io));
       case "env":
         io.out(formatEnv());
         return 0;
@@ -55,6 +66,27 @@ export async function runCli(argv: string[], io: CliIo = stdio): Promise<number>
     io.err(`tdist: ${err instanceof Error ? err.message : String(err)}`);
     return 1;
   }
+}
+
+/** Keeps a long-running command up until SIGINT/SIGTERM, then stops it gracefully (second signal: exit now). */
+function serveUntilSignal(command: RunningCommand): Promise<number> {
+  return new Promise((resolve) => {
+    let stopping = false;
+    const onSignal = (): void => {
+      if (stopping) process.exit(1);
+      stopping = true;
+      command.stop().then(
+        () => {
+          process.off("SIGINT", onSignal);
+          process.off("SIGTERM", onSignal);
+          resolve(0);
+        },
+        () => resolve(1),
+      );
+    };
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+  });
 }
 
 async function statusCommand(argv: string[], io: CliIo): Promise<number> {

@@ -4,4 +4,5 @@
  */
 export { type CliIo, runCli } from "./cli.js";
 export { flagsToEnv, runtimeFlags } from "./cli-options.js";
+export { frontendCommand, type RunningCommand, runCommand, workerCommand } from "./commands/serve.js";
 export { type ClusterStatus, formatStatus, readStatus } from "./commands/status.js";

@@ -10,3 +10,4 @@
  * ```
  */
 export { createEchoEngine, type EchoEngineHandler, type EchoEngineOptions } from "./echo-engine.js";
+export { type EchoWorkerOptions, serveEchoWorker } from "./serve-echo-worker.js";

@@ -24,4 +24,5 @@ export {
   type ResolvedMockerOptions,
   resolveMockerOptions,
 } from "./mocker-options.js";
+export { type MockerWorkerOptions, type ServedMockerWorker, serveMockerWorker } from "./serve-mocker-worker.js";
 export { DEFAULT_TIMING_MODEL, type MockerTimingModel, type StepWork, stepDurationMs } from "./timing-model.js";

@@ -5,6 +5,33 @@
  */
 
 export {
+  BUILTIN_TOKENIZER_NAMES,
+  type BuiltinTokenizerFiles,
+  type BuiltinTokenizerName,
+  builtinTokenizerDirectory,
+  builtinTokenizerFiles,
+} from "./assets/builtin-tokenizers.js";
+export { IncrementalDetokenizer, type IncrementalDetokenizerOptions } from "./backend/incremental-detokenizer.js";
+export {
+  assembleResponse,
+  ResponseAssembler,
+  type ResponseAssemblerOptions,
+  type ResponseChunk,
+} from "./backend/response-assembler.js";
+export { type StopMatchResult, StopStringMatcher } from "./backend/stop-string-matcher.js";
+export { FrontendMetrics } from "./frontend/frontend-metrics.js";
+export { HttpFrontend, type HttpFrontendOptions } from "./frontend/http-frontend.js";
+export {
+  type ModelEntry,
+  ModelManager,
+  type ModelManagerOptions,
+  type PipelineFactory,
+} from "./frontend/model-manager.js";
+export type { ChoiceDecoder, DecodedStep, ModelPipeline, PreprocessedInput } from "./frontend/model-pipeline.js";
+export { HttpError, toHttpError } from "./frontend/openai-errors.js";
+export { fetchTokenizerJson } from "./frontend/tokenizer-fetch.js";
+export { TokenizerPipeline } from "./frontend/tokenizer-pipeline.js";
+export {
   BLOCK_HASH_SEED,
   chainBlockHash,
   computeBlockHashes,
@@ -26,10 +53,56 @@ export {
   parseModelCard,
   type TokenizerSource,
 } from "./model-card/model-card.js";
+export {
+  CHATML_FALLBACK_TEMPLATE,
+  type ChatContentPartInput,
+  type ChatMessageInput,
+  ChatTemplate,
+  type ChatTemplateInput,
+} from "./preprocessor/chat-template.js";
+export {
+  type ChatInput,
+  type CompletionInput,
+  type GenerationParams,
+  Preprocessor,
+  type PreprocessorCard,
+  type PreprocessorOptions,
+  type PreprocessResult,
+} from "./preprocessor/preprocessor.js";
+export { RequestParamError } from "./preprocessor/request-param-error.js";
+export type { TokenDecodeStrategy } from "./preprocessor/token-bytes.js";
+export {
+  clearTokenizerCache,
+  type DecodeOptions,
+  type EncodeOptions,
+  loadTokenizer,
+  loadTokenizerFromDirectory,
+  Tokenizer,
+  type TokenizerFiles,
+} from "./preprocessor/tokenizer.js";
+export {
+  cardFieldsFromTokenizerConfig,
+  chatTemplateFromConfig,
+  type NamedChatTemplate,
+  type SpecialTokenValue,
+  specialTokenContent,
+  type TokenizerCardFields,
+  type TokenizerConfig,
+  tokenizerConfigFromCard,
+} from "./preprocessor/tokenizer-config.js";
 export type { EngineOutput, FinishReason, TokenLogprob } from "./protocol/engine-output.js";
+export type * from "./protocol/openai.js";
 export type {
   OutputOptions,
   PreprocessedRequest,
   SamplingOptions,
   StopConditions,
 } from "./protocol/preprocessed-request.js";
+export { builtinModelAssets, type ModelAssets } from "./worker/builtin-model.js";
+export {
+  type ServedModel,
+  type ServeModelOptions,
+  serveModel,
+  sha256Hex,
+  TOKENIZER_ENDPOINT,
+} from "./worker/serve-model.js";

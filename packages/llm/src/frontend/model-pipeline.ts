@@ -23,9 +23,16 @@ export interface ChoiceDecoder {
  * Per-model request processing: the frontend asks it to turn OpenAI requests
  * into engine requests and engine outputs into text.
  */
+export interface PreprocessedInput {
+  request: PreprocessedRequest;
+  /** Stop strings the decoder enforces (they never reach the engine). */
+  stopStrings: string[];
+}
+
 export interface ModelPipeline {
-  preprocessChat(request: ChatCompletionRequest): PreprocessedRequest;
-  preprocessCompletion(request: CompletionRequest, prompt: string | number[]): PreprocessedRequest;
+  /** Throws a `bad_request` TdistError (with `param` when it can) for invalid or too-long input. */
+  preprocessChat(request: ChatCompletionRequest): PreprocessedInput;
+  preprocessCompletion(request: CompletionRequest, prompt: string | number[]): PreprocessedInput;
   decoder(request: PreprocessedRequest, stopStrings: readonly string[]): ChoiceDecoder;
   /** The text of one token, for logprobs. */
   tokenText(tokenId: number): string;

@@ -38,8 +38,17 @@ export function toHttpError(err: unknown): HttpError {
   if (err instanceof HttpError) return err;
   if (err instanceof TdistError) {
     switch (err.category) {
-      case "bad_request":
-        return new HttpError(400, err.message, "invalid_request_error", null, err.code);
+      case "bad_request": {
+        // Preprocessor errors name the offending parameter (`param`) and OpenAI's code for it.
+        const detail = err as TdistError & { param?: string; openaiCode?: string };
+        return new HttpError(
+          400,
+          err.message,
+          "invalid_request_error",
+          detail.param ?? null,
+          detail.openaiCode ?? err.code,
+        );
+      }
       case "no_instances":
       case "cannot_connect":
       case "shutting_down":

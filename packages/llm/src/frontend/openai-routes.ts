@@ -66,11 +66,6 @@ function lookup(context: RouteContext, model: string): ModelEntry<ModelPipeline>
   return entry;
 }
 
-function normalizeStop(stop: string | string[] | null | undefined): string[] {
-  if (stop === undefined || stop === null) return [];
-  return (Array.isArray(stop) ? stop : [stop]).filter((s) => s.length > 0);
-}
-
 /** n choices of one prompt: distinct seeds when the caller fixed one, so choices differ but stay reproducible. */
 function expandChoices(base: PreprocessedRequest, n: number, firstIndex: number): ChoiceSpec[] {
   return Array.from({ length: n }, (_, i) => ({
@@ -91,19 +86,16 @@ function planChat(context: RouteContext, body: ChatCompletionRequest): RequestPl
   if (body.top_logprobs !== undefined && body.top_logprobs !== null && !body.logprobs) {
     throw HttpError.badRequest("top_logprobs requires logprobs to be true", "top_logprobs");
   }
-  const preprocessed = entry.pipeline.preprocessChat(body);
-  const logprobs = body.logprobs ? (body.top_logprobs ?? 0) : undefined;
-  const request =
-    logprobs === undefined ? preprocessed : { ...preprocessed, output: { ...preprocessed.output, logprobs } };
+  const { request, stopStrings } = entry.pipeline.preprocessChat(body);
   return {
     kind: "chat",
     entry,
     choices: expandChoices(request, body.n ?? 1, 0),
     promptTokens: request.tokenIds.length,
-    stopStrings: normalizeStop(body.stop),
+    stopStrings,
     stream: body.stream === true,
     includeUsage: body.stream_options?.include_usage === true,
-    logprobs,
+    logprobs: body.logprobs ? (body.top_logprobs ?? 0) : undefined,
     id: newId("chatcmpl"),
     created: Math.floor(Date.now() / 1000),
   };
@@ -114,13 +106,12 @@ function planCompletion(context: RouteContext, body: CompletionRequest): Request
   if (body.echo) throw HttpError.badRequest("echo is not supported", "echo");
   const prompts = normalizePrompts(body.prompt);
   const n = body.n ?? 1;
-  const logprobs = body.logprobs ?? undefined;
   const choices: ChoiceSpec[] = [];
   let promptTokens = 0;
+  let stops: string[] = [];
   prompts.forEach((prompt, promptIndex) => {
-    const preprocessed = entry.pipeline.preprocessCompletion(body, prompt);
-    const request =
-      logprobs === undefined ? preprocessed : { ...preprocessed, output: { ...preprocessed.output, logprobs } };
+    const { request, stopStrings } = entry.pipeline.preprocessCompletion(body, prompt);
+    stops = stopStrings;
     promptTokens += request.tokenIds.length;
     choices.push(...expandChoices(request, n, promptIndex * n));
   });
@@ -129,10 +120,10 @@ function planCompletion(context: RouteContext, body: CompletionRequest): Request
     entry,
     choices,
     promptTokens,
-    stopStrings: normalizeStop(body.stop),
+    stopStrings: stops,
     stream: body.stream === true,
     includeUsage: body.stream_options?.include_usage === true,
-    logprobs,
+    logprobs: body.logprobs ?? undefined,
     id: newId("cmpl"),
     created: Math.floor(Date.now() / 1000),
   };

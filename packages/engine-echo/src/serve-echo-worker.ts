@@ -1,0 +1,31 @@
+import { builtinModelAssets, type ModelAssets, type ServedModel, serveModel } from "@tdist/llm";
+import type { DistributedRuntime } from "@tdist/runtime";
+import { createEchoEngine } from "./echo-engine.js";
+
+export interface EchoWorkerOptions {
+  namespace: string;
+  component?: string;
+  /** Served model name. Default "echo". */
+  modelName?: string;
+  delayMsPerToken?: number;
+  /** Tokenizer and template; the built-in Qwen3 assets by default. */
+  assets?: ModelAssets;
+}
+
+/** Serves the echo engine as a model worker: streams each prompt's tokens back. */
+export async function serveEchoWorker(runtime: DistributedRuntime, options: EchoWorkerOptions): Promise<ServedModel> {
+  const assets = options.assets ?? builtinModelAssets();
+  return serveModel(runtime, {
+    namespace: options.namespace,
+    ...(options.component ? { component: options.component } : {}),
+    tokenizerJson: assets.tokenizerJson,
+    engine: createEchoEngine({ delayMsPerToken: options.delayMsPerToken ?? 0 }),
+    card: {
+      name: options.modelName ?? "echo",
+      engine: "echo",
+      ...assets.cardFields,
+      kvBlockSize: 16,
+      limits: {},
+    },
+  });
+}

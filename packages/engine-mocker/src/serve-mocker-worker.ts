@@ -1,0 +1,64 @@
+import { builtinModelAssets, type ModelAssets, type ServedModel, serveModel } from "@tdist/llm";
+import { type DistributedRuntime, eventSubject } from "@tdist/runtime";
+import { MockerEngine } from "./mocker-engine.js";
+import type { MockerEngineOptions } from "./mocker-options.js";
+
+export interface MockerWorkerOptions {
+  namespace: string;
+  component?: string;
+  /** Served model name. Default "mocker". */
+  modelName?: string;
+  /** Engine options; `workerId`, `vocabSize` and the event publisher are filled in. */
+  engine?: Omit<MockerEngineOptions, "workerId" | "eventPublisher" | "vocabSize">;
+  assets?: ModelAssets;
+}
+
+export interface ServedMockerWorker extends ServedModel {
+  readonly engine: MockerEngine;
+}
+
+/**
+ * Serves the mocker as a model worker. Its worker id is the runtime's
+ * instance id, and its KV events and load metrics go to the runtime's event
+ * plane under `{namespace}.{component}.{topic}`.
+ */
+export async function serveMockerWorker(
+  runtime: DistributedRuntime,
+  options: MockerWorkerOptions,
+): Promise<ServedMockerWorker> {
+  const assets = options.assets ?? builtinModelAssets();
+  const component = options.component ?? "backend";
+  const lease = await runtime.primaryLease();
+  const events = await runtime.eventPlane();
+  const engine = new MockerEngine({
+    ...options.engine,
+    workerId: lease.id,
+    vocabSize: assets.vocabSize,
+    logger: runtime.logger,
+    eventPublisher: {
+      publish: (topic, payload) => events.publish(eventSubject(options.namespace, component, topic), payload),
+    },
+  });
+  const resolved = engine.options;
+  const served = await serveModel(runtime, {
+    namespace: options.namespace,
+    component,
+    tokenizerJson: assets.tokenizerJson,
+    engine: engine.handler,
+    card: {
+      name: options.modelName ?? "mocker",
+      engine: "mocker",
+      ...assets.cardFields,
+      kvBlockSize: resolved.blockSize,
+      limits: { totalKvBlocks: resolved.totalKvBlocks, maxSequences: resolved.maxNumSeqs },
+    },
+  });
+  return {
+    ...served,
+    engine,
+    async stop(stopOptions) {
+      await served.stop(stopOptions);
+      await engine.close();
+    },
+  };
+}

@@ -1,0 +1,110 @@
+import { ResponseAssembler } from "../backend/response-assembler.js";
+import type { ModelCard } from "../model-card/model-card.js";
+import { type GenerationParams, Preprocessor } from "../preprocessor/preprocessor.js";
+import { loadTokenizer } from "../preprocessor/tokenizer.js";
+import { tokenizerConfigFromCard } from "../preprocessor/tokenizer-config.js";
+import type { EngineOutput } from "../protocol/engine-output.js";
+import type { ChatCompletionRequest, CommonRequestFields, CompletionRequest } from "../protocol/openai.js";
+import type { PreprocessedRequest, SamplingOptions } from "../protocol/preprocessed-request.js";
+import type { ChoiceDecoder, DecodedStep, ModelPipeline, PreprocessedInput } from "./model-pipeline.js";
+
+/** Drops null/undefined fields: OpenAI clients send explicit nulls for "unset". */
+function defined<T extends object>(value: T): T {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined && v !== null)) as T;
+}
+
+function samplingOf(body: CommonRequestFields): SamplingOptions {
+  return defined({
+    temperature: body.temperature,
+    topP: body.top_p,
+    topK: body.top_k,
+    minP: body.min_p,
+    seed: body.seed,
+    presencePenalty: body.presence_penalty,
+    frequencyPenalty: body.frequency_penalty,
+    repetitionPenalty: body.repetition_penalty,
+  } as SamplingOptions);
+}
+
+function paramsOf(
+  body: CommonRequestFields,
+  maxTokens: number | null | undefined,
+  logprobs: number | undefined,
+): GenerationParams {
+  return {
+    maxTokens: maxTokens ?? null,
+    minTokens: body.min_tokens ?? null,
+    stop: body.stop ?? null,
+    stopTokenIds: body.stop_token_ids ?? null,
+    ignoreEos: body.ignore_eos ?? null,
+    sampling: samplingOf(body),
+    logprobs: logprobs ?? null,
+  };
+}
+
+/**
+ * The frontend's per-model pipeline over the model's real tokenizer and chat
+ * template: OpenAI request → template → tokens, and engine tokens → text via
+ * the incremental detokenizer and stop-string matcher.
+ */
+export class TokenizerPipeline implements ModelPipeline {
+  private readonly preprocessor: Preprocessor;
+
+  constructor(card: ModelCard, tokenizerJson: string) {
+    const tokenizer = loadTokenizer({
+      tokenizerJson,
+      tokenizerConfig: tokenizerConfigFromCard(card),
+      sha256: card.tokenizer.sha256,
+    });
+    this.preprocessor = new Preprocessor({ card, tokenizer });
+  }
+
+  static async create(card: ModelCard, tokenizerJson: string): Promise<ModelPipeline> {
+    return new TokenizerPipeline(card, tokenizerJson);
+  }
+
+  preprocessChat(body: ChatCompletionRequest): PreprocessedInput {
+    const logprobs = body.logprobs ? (body.top_logprobs ?? 0) : undefined;
+    const result = this.preprocessor.preprocessChat(
+      {
+        messages: body.messages as never,
+        ...(body.tools ? { tools: body.tools as never } : {}),
+        ...(body.chat_template_kwargs ? { chatTemplateKwargs: body.chat_template_kwargs } : {}),
+      },
+      paramsOf(body, body.max_completion_tokens ?? body.max_tokens, logprobs),
+    );
+    return { request: result.request, stopStrings: result.stopStrings };
+  }
+
+  preprocessCompletion(body: CompletionRequest, prompt: string | number[]): PreprocessedInput {
+    const result = this.preprocessor.preprocessCompletion(
+      { prompt },
+      paramsOf(body, body.max_tokens, body.logprobs ?? undefined),
+    );
+    return { request: result.request, stopStrings: result.stopStrings };
+  }
+
+  decoder(request: PreprocessedRequest, stopStrings: readonly string[]): ChoiceDecoder {
+    const assembler = ResponseAssembler.forRequest(this.preprocessor.tokenizer, request, stopStrings);
+    const toStep = (chunk: ReturnType<ResponseAssembler["push"]>): DecodedStep =>
+      chunk === undefined
+        ? { text: "", tokenIds: [] }
+        : {
+            text: chunk.text,
+            tokenIds: chunk.tokenIds,
+            ...(chunk.logprobs ? { logprobs: chunk.logprobs } : {}),
+            ...(chunk.finishReason ? { finishReason: chunk.finishReason } : {}),
+          };
+    return {
+      push: (output: EngineOutput) => toStep(assembler.push(output)),
+      flush: () => toStep(assembler.finish("error", "the engine stream ended without a finish reason")),
+      get completionTokens() {
+        return assembler.completionTokens;
+      },
+    };
+  }
+
+  tokenText(tokenId: number): string {
+    return this.preprocessor.tokenizer.decode([tokenId], { skipSpecialTokens: false });
+  }
+}

@@ -1,0 +1,217 @@
+import type { ModelCard } from "../model-card/model-card.js";
+import type { PreprocessedRequest, SamplingOptions, StopConditions } from "../protocol/preprocessed-request.js";
+import { CHATML_FALLBACK_TEMPLATE, ChatTemplate, type ChatTemplateInput } from "./chat-template.js";
+import { RequestParamError } from "./request-param-error.js";
+import type { Tokenizer } from "./tokenizer.js";
+
+/** The card fields the preprocessor reads. */
+export type PreprocessorCard = Pick<
+  ModelCard,
+  "name" | "chatTemplate" | "bosToken" | "eosToken" | "addBosToken" | "eosTokenIds" | "contextLength"
+>;
+
+export interface PreprocessorOptions {
+  card: PreprocessorCard;
+  tokenizer: Tokenizer;
+}
+
+/** A chat request's prompt side; the frontend maps its OpenAI request onto this. */
+export type ChatInput = ChatTemplateInput;
+
+/** A completion request's prompt: text, or token ids used as they are. */
+export interface CompletionInput {
+  prompt: string | readonly number[];
+}
+
+/** The generation fields of a request, already mapped from OpenAI's names. */
+export interface GenerationParams {
+  /** OpenAI `max_tokens` / `max_completion_tokens`; absent: whatever the context has left. */
+  maxTokens?: number | null;
+  minTokens?: number | null;
+  /** Stop strings; the backend stage enforces them (they never reach the engine). */
+  stop?: string | readonly string[] | null;
+  stopTokenIds?: readonly number[] | null;
+  ignoreEos?: boolean | null;
+  sampling?: SamplingOptions;
+  /** Logprobs per token: 0 = only the chosen token's, n = plus n alternatives; absent: none. */
+  logprobs?: number | null;
+  annotations?: Record<string, string>;
+}
+
+export interface PreprocessResult {
+  request: PreprocessedRequest;
+  /** Non-empty stop strings for the backend's StopStringMatcher. */
+  stopStrings: string[];
+  /** `request.tokenIds.length`. */
+  promptTokens: number;
+  /** The rendered chat prompt (chat requests only). */
+  prompt?: string;
+}
+
+/**
+ * Turns chat and completion requests into the token-level request engines
+ * serve: chat template → tokens, limits checked against the context length.
+ *
+ * ```ts
+ * const preprocessor = new Preprocessor({ card, tokenizer: loadTokenizer(files) });
+ * const { request, stopStrings } = preprocessor.preprocessChat(
+ *   { messages: [{ role: "user", content: "Hi" }] },
+ *   { maxTokens: 64, stop: ["\n\n"] },
+ * );
+ * ```
+ *
+ * Limits (decided to match vLLM and OpenAI rather than silently clamping):
+ * - a prompt that leaves no room in `card.contextLength` for one generated
+ *   token is a `RequestParamError` on `messages` / `prompt`;
+ * - `maxTokens` with `prompt + maxTokens > contextLength` is a
+ *   `RequestParamError` on `max_tokens`; both carry
+ *   `openaiCode: "context_length_exceeded"`;
+ * - without `maxTokens`, `stop.maxTokens = contextLength - promptTokens`.
+ *
+ * BOS: chat prompts are encoded without the tokenizer's post-processor (the
+ * template writes the special tokens it wants, as in transformers); when the
+ * model says `add_bos_token` and the rendered prompt does not start with bos,
+ * bos is prepended, so it is never doubled. Completion text goes through the
+ * post-processor and the same add_bos_token rule. Token-id prompts are used
+ * as given.
+ */
+export class Preprocessor {
+  readonly card: PreprocessorCard;
+  readonly tokenizer: Tokenizer;
+  readonly eosTokenIds: readonly number[];
+  readonly #addBosToken: boolean;
+  readonly #bosToken: string | undefined;
+  readonly #eosToken: string | undefined;
+
+  constructor(options: PreprocessorOptions) {
+    this.card = options.card;
+    this.tokenizer = options.tokenizer;
+    const fromTokenizer = this.tokenizer.eosTokenId === undefined ? [] : [this.tokenizer.eosTokenId];
+    this.eosTokenIds = options.card.eosTokenIds.length > 0 ? [...options.card.eosTokenIds] : fromTokenizer;
+    this.#addBosToken = options.card.addBosToken ?? this.tokenizer.addBosToken;
+    this.#bosToken = options.card.bosToken ?? this.tokenizer.bosToken;
+    this.#eosToken = options.card.eosToken ?? this.tokenizer.eosToken;
+  }
+
+  /** The chat template text in use: the card's, else the tokenizer config's, else ChatML. */
+  chatTemplateSource(options: { tools?: boolean } = {}): string {
+    return this.card.chatTemplate ?? this.tokenizer.chatTemplate(options) ?? CHATML_FALLBACK_TEMPLATE;
+  }
+
+  /** Renders a chat through the model's template without tokenizing it. */
+  renderChat(input: ChatInput): string {
+    if (!Array.isArray(input.messages) || input.messages.length === 0) {
+      throw new RequestParamError("messages", "messages must be a non-empty array");
+    }
+    const hasTools = input.tools !== undefined && input.tools !== null && input.tools.length > 0;
+    const template = new ChatTemplate(this.chatTemplateSource({ tools: hasTools }), {
+      bosToken: this.#bosToken,
+      eosToken: this.#eosToken,
+    });
+    return template.render(input);
+  }
+
+  preprocessChat(input: ChatInput, params: GenerationParams = {}): PreprocessResult {
+    const prompt = this.renderChat(input);
+    const tokenIds = this.tokenizer.encode(prompt, { addSpecialTokens: false });
+    const bosTokenId = this.tokenizer.bosTokenId;
+    if (this.#addBosToken && bosTokenId !== undefined && tokenIds[0] !== bosTokenId) tokenIds.unshift(bosTokenId);
+    return { ...this.#finish(tokenIds, params, "messages"), prompt };
+  }
+
+  preprocessCompletion(input: CompletionInput, params: GenerationParams = {}): PreprocessResult {
+    let tokenIds: number[];
+    if (typeof input.prompt === "string") {
+      tokenIds = this.tokenizer.encode(input.prompt, { addSpecialTokens: true });
+    } else if (Array.isArray(input.prompt)) {
+      tokenIds = [...input.prompt];
+      for (const [index, id] of tokenIds.entries()) {
+        if (!Number.isInteger(id) || id < 0 || id >= this.tokenizer.vocabSize) {
+          throw new RequestParamError(
+            "prompt",
+            `prompt[${index}] = ${String(id)} is not a token id of this model (0..${this.tokenizer.vocabSize - 1})`,
+          );
+        }
+      }
+    } else {
+      throw new RequestParamError("prompt", "prompt must be a string or an array of token ids");
+    }
+    return this.#finish(tokenIds, params, "prompt");
+  }
+
+  #finish(tokenIds: number[], params: GenerationParams, promptParam: "messages" | "prompt"): PreprocessResult {
+    const contextLength = this.card.contextLength;
+    const promptTokens = tokenIds.length;
+    if (promptTokens === 0) throw new RequestParamError(promptParam, `the ${promptParam} must not be empty`);
+    if (promptTokens >= contextLength) {
+      throw new RequestParamError(
+        promptParam,
+        `This model's maximum context length is ${contextLength} tokens. However, your ${promptParam} resulted in ` +
+          `${promptTokens} tokens, which leaves no room to generate. Please reduce the length of the ${promptParam}.`,
+        { openaiCode: "context_length_exceeded" },
+      );
+    }
+    const remaining = contextLength - promptTokens;
+    let maxTokens = remaining;
+    if (params.maxTokens !== undefined && params.maxTokens !== null) {
+      if (!Number.isInteger(params.maxTokens) || params.maxTokens < 1) {
+        throw new RequestParamError("max_tokens", `max_tokens must be an integer >= 1 (got ${params.maxTokens})`);
+      }
+      if (params.maxTokens > remaining) {
+        throw new RequestParamError(
+          "max_tokens",
+          `This model's maximum context length is ${contextLength} tokens. However, you requested ` +
+            `${promptTokens + params.maxTokens} tokens (${promptTokens} in the ${promptParam}, ${params.maxTokens} ` +
+            `in the completion). Please reduce the length of the ${promptParam} or completion.`,
+          { openaiCode: "context_length_exceeded" },
+        );
+      }
+      maxTokens = params.maxTokens;
+    }
+    const stop: StopConditions = { maxTokens };
+    if (params.minTokens !== undefined && params.minTokens !== null && params.minTokens !== 0) {
+      if (!Number.isInteger(params.minTokens) || params.minTokens < 0 || params.minTokens > maxTokens) {
+        throw new RequestParamError(
+          "min_tokens",
+          `min_tokens must be an integer between 0 and max_tokens (${maxTokens}) (got ${params.minTokens})`,
+        );
+      }
+      stop.minTokens = params.minTokens;
+    }
+    if (params.stopTokenIds !== undefined && params.stopTokenIds !== null && params.stopTokenIds.length > 0) {
+      for (const [index, id] of params.stopTokenIds.entries()) {
+        if (!Number.isInteger(id) || id < 0) {
+          throw new RequestParamError("stop_token_ids", `stop_token_ids[${index}] must be a non-negative integer`);
+        }
+      }
+      stop.stopTokenIds = [...params.stopTokenIds];
+    }
+    if (params.ignoreEos === true) stop.ignoreEos = true;
+    const request: PreprocessedRequest = {
+      model: this.card.name,
+      tokenIds,
+      sampling: { ...params.sampling },
+      stop,
+      eosTokenIds: [...this.eosTokenIds],
+      output: {},
+    };
+    if (params.logprobs !== undefined && params.logprobs !== null) {
+      if (!Number.isInteger(params.logprobs) || params.logprobs < 0) {
+        throw new RequestParamError("logprobs", `logprobs must be a non-negative integer (got ${params.logprobs})`);
+      }
+      request.output.logprobs = params.logprobs;
+    }
+    if (params.annotations !== undefined) request.annotations = { ...params.annotations };
+    return { request, stopStrings: normalizeStopStrings(params.stop), promptTokens };
+  }
+}
+
+function normalizeStopStrings(stop: GenerationParams["stop"]): string[] {
+  if (stop === undefined || stop === null) return [];
+  const list = typeof stop === "string" ? [stop] : stop;
+  if (!Array.isArray(list)) throw new RequestParamError("stop", "stop must be a string or an array of strings");
+  for (const [index, value] of list.entries()) {
+    if (typeof value !== "string") throw new RequestParamError("stop", `stop[${index}] must be a string`);
+  }
+  return [...new Set(list.filter((value) => value.length > 0))];
+}
