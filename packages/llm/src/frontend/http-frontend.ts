@@ -76,7 +76,7 @@ export class HttpFrontend {
       const ready = models.hasLiveWorker();
       const body = {
         status: ready ? "healthy" : "unhealthy",
-        models: models.list().map((entry) => ({ name: entry.name, workers: entry.client.instances().length })),
+        models: models.list().map((entry) => ({ name: entry.name, workers: entry.liveWorkers().length })),
       };
       return reply.status(ready ? 200 : 503).send(body);
     });

@@ -1,5 +1,13 @@
-import type { Client, DistributedRuntime, Logger, PrefixWatch, RouterMode, RouterPolicy } from "@tdist/runtime";
-import { delay } from "@tdist/runtime";
+import type {
+  Client,
+  DistributedRuntime,
+  Instance,
+  Logger,
+  PrefixWatch,
+  RouterMode,
+  RouterPolicy,
+} from "@tdist/runtime";
+import { delay, routerForMode } from "@tdist/runtime";
 import { type ModelCard, modelCardPrefix, parseModelCard } from "../model-card/model-card.js";
 import type { EngineOutput } from "../protocol/engine-output.js";
 import type { PreprocessedRequest } from "../protocol/preprocessed-request.js";
@@ -23,6 +31,8 @@ export interface ModelEntry<P> {
   readonly client: Client<PreprocessedRequest, EngineOutput>;
   readonly pipeline: P;
   readonly createdAt: number;
+  /** Live instances that serve this model (the endpoint may also host other models). */
+  liveWorkers(): Instance[];
 }
 
 export interface ModelManagerOptions<P> {
@@ -42,6 +52,28 @@ interface MutableEntry<P> {
   pipeline?: P;
   createdAt: number;
   loading?: Promise<void>;
+  /** Bumped whenever `workers` changes, to invalidate routing caches. */
+  workersVersion: number;
+  liveWorkers(): Instance[];
+}
+
+/**
+ * Restricts routing to the instances that registered this model's card, so
+ * several models can share one endpoint path. The filtered list is cached
+ * until the client's instance list or the model's workers change.
+ */
+function modelInstanceFilter(entry: { workers: Map<string, ModelWorker>; workersVersion: number }) {
+  let lastInput: readonly Instance[] | undefined;
+  let lastVersion = -1;
+  let lastOutput: Instance[] = [];
+  return (instances: readonly Instance[]): Instance[] => {
+    if (instances !== lastInput || entry.workersVersion !== lastVersion) {
+      lastInput = instances;
+      lastVersion = entry.workersVersion;
+      lastOutput = instances.filter((instance) => entry.workers.has(instance.instanceId));
+    }
+    return lastOutput;
+  };
 }
 
 /**
@@ -87,7 +119,7 @@ export class ModelManager<P> {
 
   /** True when at least one ready model has a live worker. */
   hasLiveWorker(): boolean {
-    return this.list().some((entry) => entry.client.instances().length > 0);
+    return this.list().some((entry) => entry.liveWorkers().length > 0);
   }
 
   /** Calls `listener` whenever models appear, become ready or disappear. */
@@ -167,10 +199,20 @@ export class ModelManager<P> {
       return;
     }
     if (!entry) {
-      entry = { name: card.name, card, endpointPath, workers: new Map(), createdAt: Math.floor(Date.now() / 1000) };
+      const created: MutableEntry<P> = {
+        name: card.name,
+        card,
+        endpointPath,
+        workers: new Map(),
+        createdAt: Math.floor(Date.now() / 1000),
+        workersVersion: 0,
+        liveWorkers: () => [],
+      };
+      entry = created;
       this.entries.set(card.name, entry);
     }
     entry.workers.set(instanceId, { instanceId, key, card });
+    entry.workersVersion++;
     this.byKey.set(key, card.name);
     if (!entry.loading) {
       const target = entry;
@@ -191,11 +233,19 @@ export class ModelManager<P> {
         signal: this.closeController.signal,
       });
       const pipeline = await this.options.createPipeline(entry.card, json);
+      const base = this.options.router ?? "round-robin";
+      const policy = typeof base === "string" ? routerForMode(base) : base;
+      const forModel = modelInstanceFilter(entry);
+      const router: RouterPolicy = {
+        name: `${policy.name}(model ${entry.name})`,
+        pick: (all, pickContext) => policy.pick(forModel(all), pickContext),
+      };
       const client = await this.runtime
         .namespace(namespace)
         .component(component)
         .endpoint(endpoint)
-        .client<PreprocessedRequest, EngineOutput>(this.options.router ? { router: this.options.router } : {});
+        .client<PreprocessedRequest, EngineOutput>({ router });
+      entry.liveWorkers = () => forModel(client.instances());
       if (this.entries.get(entry.name) !== entry) {
         await client.close();
         return;
@@ -218,6 +268,7 @@ export class ModelManager<P> {
     const entry = this.entries.get(name);
     if (!entry) return;
     for (const [id, worker] of entry.workers) if (worker.key === key) entry.workers.delete(id);
+    entry.workersVersion++;
     if (entry.workers.size > 0) return;
     this.entries.delete(name);
     void entry.client?.close();
