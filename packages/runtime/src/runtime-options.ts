@@ -44,6 +44,8 @@ export interface ResolvedRuntimeOptions {
   discovery: Discovery | Required<DiscoveryOptions> | { kind: "memory"; store?: MemoryDiscoveryStore };
   requestPlane: { kind: "tcp"; host: string; port: number; advertiseHost: string } | { kind: "nats"; url: string };
   eventPlane: { kind: "memory"; bus?: MemoryEventBus; broker?: MemoryWorkQueueBroker } | { kind: "nats"; url: string };
+  /** NATS URL for reaching NATS-plane instances when this runtime's own plane is TCP. */
+  natsUrl: string;
   leaseTtlMs: number;
   streamWindow: number;
   maxFrameBytes: number;
@@ -115,6 +117,7 @@ export function resolveRuntimeOptions(options: RuntimeOptions = {}): ResolvedRun
     discovery,
     requestPlane,
     eventPlane,
+    natsUrl: requestPlane.kind === "nats" ? requestPlane.url : readEnv(Env.natsUrl, env),
     leaseTtlMs: positiveInteger("leaseTtlMs", options.leaseTtlMs ?? readEnv(Env.leaseTtlMs, env), 1000),
     streamWindow: positiveInteger("streamWindow", options.streamWindow ?? readEnv(Env.streamWindow, env)),
     maxFrameBytes: positiveInteger("maxFrameBytes", options.maxFrameBytes ?? readEnv(Env.maxFrameBytes, env), 1024),

@@ -11,6 +11,7 @@ import type { Logger } from "./logger.js";
 import type { RequestPlaneClient, RequestPlaneServer, ServedHandler } from "./request-plane/request-plane.js";
 import { TcpRequestClient } from "./request-plane/tcp-request-client.js";
 import { TcpRequestServer } from "./request-plane/tcp-server.js";
+import { TransportRouter } from "./request-plane/transport-router.js";
 import { type ResolvedRuntimeOptions, type RuntimeOptions, resolveRuntimeOptions } from "./runtime-options.js";
 import { delay } from "./util/abort.js";
 import { MemoryWorkQueues } from "./work-queue/memory-work-queue.js";
@@ -363,23 +364,27 @@ async function openEventBackends(
 }
 
 async function openRequestPlaneClient(options: ResolvedRuntimeOptions): Promise<RequestPlaneClient> {
-  if (options.requestPlane.kind === "nats") {
-    // Loaded only in cluster mode: embedded runtimes never load the NATS client.
-    const { NatsRequestClient } = await import("./request-plane/nats-request-client.js");
-    return NatsRequestClient.connect({
-      url: options.requestPlane.url,
+  const connect = async (kind: "tcp" | "nats"): Promise<RequestPlaneClient> => {
+    if (kind === "nats") {
+      // Loaded only when NATS is used: embedded runtimes never load the NATS client.
+      const { NatsRequestClient } = await import("./request-plane/nats-request-client.js");
+      return NatsRequestClient.connect({
+        url: options.requestPlane.kind === "nats" ? options.requestPlane.url : options.natsUrl,
+        maxFrameBytes: options.maxFrameBytes,
+        connectTimeoutMs: options.connectTimeoutMs,
+        streamWindow: options.streamWindow,
+        codec: options.codec,
+        logger: options.logger,
+      });
+    }
+    return new TcpRequestClient({
       maxFrameBytes: options.maxFrameBytes,
       connectTimeoutMs: options.connectTimeoutMs,
       streamWindow: options.streamWindow,
       codec: options.codec,
       logger: options.logger,
     });
-  }
-  return new TcpRequestClient({
-    maxFrameBytes: options.maxFrameBytes,
-    connectTimeoutMs: options.connectTimeoutMs,
-    streamWindow: options.streamWindow,
-    codec: options.codec,
-    logger: options.logger,
-  });
+  };
+  // The runtime's own plane connects now (a bad NATS URL fails `create`); the other on first use.
+  return new TransportRouter(await connect(options.requestPlane.kind), connect);
 }

@@ -15,4 +15,5 @@ export { freePort } from "./free-port.js";
 export { type InProcessCluster, startInProcessCluster } from "./in-process-cluster.js";
 export { ManagedProcess, type ManagedProcessOptions, type ProcessExit } from "./managed-process.js";
 export * from "./nats-server.js";
+export { NodeProcess, type NodeProcessOptions, repoRoot } from "./node-process.js";
 export { TestkitError, type TestkitErrorCode } from "./testkit-error.js";

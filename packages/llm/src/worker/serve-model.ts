@@ -5,7 +5,8 @@ import type { EngineOutput } from "../protocol/engine-output.js";
 import type { PreprocessedRequest } from "../protocol/preprocessed-request.js";
 
 export const TOKENIZER_ENDPOINT = "tokenizer";
-const TOKENIZER_CHUNK_CHARS = 1 << 20;
+// Small enough for NATS (1 MiB max payload by default) even at 4 UTF-8 bytes a character plus JSON escaping.
+const TOKENIZER_CHUNK_CHARS = 128 * 1024;
 
 export interface ServeModelOptions {
   namespace: string;

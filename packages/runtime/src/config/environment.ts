@@ -45,6 +45,11 @@ export const Env = {
     { min: 0 },
   ),
   httpPort: integerVar("TDIST_HTTP_PORT", 8000, "Port of the HTTP frontend.", { min: 0, max: 65_535 }),
+  cacheDir: stringVar(
+    "TDIST_CACHE_DIR",
+    "",
+    "Directory for generated files such as the built-in tiny model; defaults to ~/.cache/tdist.",
+  ),
   logLevel: enumVar("TDIST_LOG_LEVEL", ["trace", "debug", "info", "warn", "error", "silent"], "info", "Log level."),
 } as const satisfies Record<string, EnvVar<unknown>>;
 
