@@ -24,7 +24,7 @@ const config = {
   streamMessages: quick ? 100_000 : 500_000,
   concurrentStreams: 64,
   rounds: quick ? 2 : 3,
-  streamWindow: 256,
+  streamWindow: 1024,
 };
 
 let natsServer: { url: string; stop(): Promise<void> } | undefined;
@@ -98,16 +98,21 @@ const rawOpen = async (n: number) => {
 };
 
 // ---- tdist planes -------------------------------------------------------------
-const caller = await DistributedRuntime.create({ env: {}, streamWindow: config.streamWindow });
+const callers: DistributedRuntime[] = [];
 async function clientFor(plane: string): Promise<Client<{ n: number }, BenchMessage>> {
   const info = ready.planes[plane];
   if (!info) throw new Error(`server has no ${plane} plane`);
+  // The caller speaks the plane the instance advertises; discovery here is a static registration
+  // of the server process's record, since memory discovery does not cross processes.
+  const caller = await DistributedRuntime.create({
+    env: {},
+    streamWindow: config.streamWindow,
+    requestPlane:
+      plane === "nats" && natsServer ? { kind: "nats", url: natsServer.url } : { kind: "tcp", host: "127.0.0.1" },
+  });
+  callers.push(caller);
   await caller.discovery.put(instanceKey("bench", plane, "generate", info.instanceId), info.record);
-  const client = await caller
-    .namespace("bench")
-    .component(plane)
-    .endpoint("generate")
-    .client<{ n: number }, BenchMessage>();
+  const client = await caller.namespace("bench").component(plane).endpoint("generate").client<{ n: number }, BenchMessage>();
   await client.waitForInstances({ timeoutMs: 5_000 });
   return client;
 }
@@ -130,8 +135,6 @@ const rawP99 = lowest(rawRtt.map((s) => percentile(s, 0.99)));
 const planeNames = natsServer ? ["tcp", "nats"] : ["tcp"];
 for (const plane of planeNames) {
   const client = await clientFor(plane);
-  // The TCP plane would use a request plane the caller may not have; the caller's plane kind only matters for
-  // serving, so one caller reaches both servers through each instance's advertised transport.
   const unary = async () => {
     for await (const _ of client.generate({ n: 1 }));
   };
@@ -167,7 +170,7 @@ for (const plane of planeNames) {
 }
 
 writeReport("runtime", config, results);
-await caller.shutdown({ graceMs: 0 });
+for (const caller of callers) await caller.shutdown({ graceMs: 0 });
 socket.destroy();
 child.stdin.end();
 await new Promise((resolve) => child.once("exit", resolve));

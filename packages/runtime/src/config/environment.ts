@@ -31,7 +31,7 @@ export const Env = {
   }),
   streamWindow: integerVar(
     "TDIST_STREAM_WINDOW",
-    256,
+    1024,
     "Responses a stream may have in flight before the handler is paused (credit window).",
     { min: 1, max: 1_000_000 },
   ),

@@ -3,15 +3,7 @@ import type { Context } from "../context.js";
 import { TdistError } from "../errors/tdist-error.js";
 import type { Logger } from "../logger.js";
 import type { Codec } from "./codec.js";
-import {
-  encodeCredit,
-  encodeFrame,
-  encodeRequestPayload,
-  FRAME_HEADER_BYTES,
-  type Frame,
-  FrameParser,
-  FrameType,
-} from "./frame.js";
+import { encodeFrame, encodeRequestPayload, FRAME_HEADER_BYTES, type Frame, FrameParser, FrameType } from "./frame.js";
 import { FrameWriter } from "./frame-writer.js";
 import { type StreamTransport, TcpResponseStream } from "./tcp-response-stream.js";
 
@@ -135,15 +127,20 @@ export class TcpConnection implements StreamTransport {
   }
 
   sendCredit(streamId: number, credit: number): void {
-    if (this.streams.has(streamId)) this.writer.write(encodeCredit(streamId, credit));
+    if (!this.streams.has(streamId)) return;
+    const payload = Buffer.allocUnsafe(4);
+    payload.writeUInt32BE(credit, 0);
+    this.writer.writeFrame(FrameType.CREDIT, streamId, payload);
+    // Credit unblocks the server: send it now rather than after this tick's consumer loop finishes.
+    this.writer.flush();
   }
 
   sendStop(streamId: number): void {
-    if (this.streams.has(streamId)) this.writer.write(encodeFrame(FrameType.STOP, streamId));
+    if (this.streams.has(streamId)) this.writer.writeFrame(FrameType.STOP, streamId);
   }
 
   sendKill(streamId: number): void {
-    if (this.streams.has(streamId)) this.writer.write(encodeFrame(FrameType.KILL, streamId));
+    if (this.streams.has(streamId)) this.writer.writeFrame(FrameType.KILL, streamId);
   }
 
   release(streamId: number): void {

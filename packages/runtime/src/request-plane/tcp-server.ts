@@ -4,7 +4,7 @@ import { Context } from "../context.js";
 import { TdistError, type WireError } from "../errors/tdist-error.js";
 import type { Logger } from "../logger.js";
 import type { Codec } from "./codec.js";
-import { decodeRequestPayload, encodeFrame, encodeStringFrame, type Frame, FrameParser, FrameType } from "./frame.js";
+import { decodeRequestPayload, type Frame, FrameParser, FrameType } from "./frame.js";
 import { FrameWriter } from "./frame-writer.js";
 import { HandlerRun, type ResponseSink } from "./handler-run.js";
 import type { RequestPlaneServer, ServedHandler, TransportAddress } from "./request-plane.js";
@@ -116,7 +116,7 @@ class ServerConnection {
           { err: error, remote: socket.remoteAddress },
           "closing request-plane connection: bad frame",
         );
-        this.writer.write(encodeStringFrame(FrameType.ERROR, 0, JSON.stringify(error.toWire())));
+        this.writer.writeString(FrameType.ERROR, 0, JSON.stringify(error.toWire()));
         this.writer.flush();
         this.destroy(error, true);
       }
@@ -167,7 +167,7 @@ class ServerConnection {
     if (this.runs.has(streamId)) throw new TdistError("protocol_error", `stream ${streamId} is already open`);
     const head = decodeRequestPayload(frame.payload);
     const fail = (error: TdistError): void =>
-      this.writer.write(encodeStringFrame(FrameType.ERROR, streamId, JSON.stringify(error.toWire())));
+      this.writer.writeString(FrameType.ERROR, streamId, JSON.stringify(error.toWire()));
     if (!this.server.isAccepting) {
       fail(new TdistError("shutting_down", "instance is shutting down"));
       return;
@@ -200,17 +200,14 @@ class ServerConnection {
     return {
       send(value) {
         const body = codec.encode(value);
-        writer.write(
-          typeof body === "string"
-            ? encodeStringFrame(FrameType.DATA, streamId, body)
-            : encodeFrame(FrameType.DATA, streamId, body),
-        );
+        if (typeof body === "string") writer.writeString(FrameType.DATA, streamId, body);
+        else writer.writeFrame(FrameType.DATA, streamId, body);
       },
       end() {
-        writer.write(encodeFrame(FrameType.END, streamId));
+        writer.writeFrame(FrameType.END, streamId);
       },
       fail(error: WireError) {
-        writer.write(encodeStringFrame(FrameType.ERROR, streamId, JSON.stringify(error)));
+        writer.writeString(FrameType.ERROR, streamId, JSON.stringify(error));
       },
       backpressure() {
         return writer.needsDrain ? writer.drained() : undefined;
