@@ -1,6 +1,8 @@
 import { TdistError } from "./errors/tdist-error.js";
 import { newRequestId } from "./util/ids.js";
 
+type Listener = (reason: unknown) => void;
+
 /**
  * The context of one request, on either side of the wire.
  *
@@ -11,12 +13,20 @@ import { newRequestId } from "./util/ids.js";
  *
  * A context made with a parent (`Context.child(parent)`) is stopped and killed
  * with it, so cancelling a request cancels every request it fanned out to.
+ *
+ * The AbortSignals are created on first access: most requests never need
+ * one, and the transports follow cancellation through `onKill`/`onStop`.
  */
 export class Context {
   readonly requestId: string;
   readonly annotations: Readonly<Record<string, string>>;
-  private readonly killController = new AbortController();
-  private readonly stopController = new AbortController();
+  private killed = false;
+  private stopped = false;
+  private reason: unknown;
+  private killController: AbortController | undefined;
+  private stopController: AbortController | undefined;
+  private killListeners: Set<Listener> | undefined;
+  private stopListeners: Set<Listener> | undefined;
   private unlinkParent: (() => void) | undefined;
 
   constructor(options: { requestId?: string; annotations?: Record<string, string>; parent?: Context } = {}) {
@@ -32,33 +42,73 @@ export class Context {
 
   /** Aborts when the request is killed (caller gave up, disconnected, or shutdown expired). */
   get signal(): AbortSignal {
+    if (!this.killController) {
+      this.killController = new AbortController();
+      if (this.killed) this.killController.abort(this.reason);
+    }
     return this.killController.signal;
   }
 
   /** Aborts when the request is stopped or killed: the handler should wrap up. */
   get stopSignal(): AbortSignal {
+    if (!this.stopController) {
+      this.stopController = new AbortController();
+      if (this.stopped) this.stopController.abort(this.reason);
+    }
     return this.stopController.signal;
   }
 
   get isStopped(): boolean {
-    return this.stopController.signal.aborted;
+    return this.stopped;
   }
 
   get isKilled(): boolean {
-    return this.killController.signal.aborted;
+    return this.killed;
+  }
+
+  /** Why the request was stopped or killed. */
+  get cancelReason(): unknown {
+    return this.reason;
   }
 
   /** Graceful: the handler should finish and end its stream normally. */
   stopGenerating(): void {
-    if (!this.isStopped) this.stopController.abort(new TdistError("cancelled", "request stopped"));
+    if (this.stopped) return;
+    this.stopped = true;
+    this.reason ??= new TdistError("cancelled", "request stopped");
+    this.stopController?.abort(this.reason);
+    notify(this.stopListeners, this.reason);
   }
 
   /** Immediate: abort everything now. */
   kill(reason: unknown = new TdistError("cancelled", "request killed")): void {
-    if (this.isKilled) return;
-    if (!this.isStopped) this.stopController.abort(reason);
-    this.killController.abort(reason);
+    if (this.killed) return;
+    this.killed = true;
+    if (!this.stopped) {
+      this.stopped = true;
+      this.reason = reason;
+      this.stopController?.abort(reason);
+      notify(this.stopListeners, reason);
+    } else {
+      this.reason = reason;
+    }
+    this.killController?.abort(reason);
+    notify(this.killListeners, reason);
     this.unlinkParent?.();
+  }
+
+  /** Calls `listener` once when the request is killed; returns a function that removes it. */
+  onKill(listener: Listener): () => void {
+    this.killListeners ??= new Set();
+    this.killListeners.add(listener);
+    return () => this.killListeners?.delete(listener);
+  }
+
+  /** Calls `listener` once when the request is stopped (or killed); returns a function that removes it. */
+  onStop(listener: Listener): () => void {
+    this.stopListeners ??= new Set();
+    this.stopListeners.add(listener);
+    return () => this.stopListeners?.delete(listener);
   }
 
   /** Kills this context when `signal` aborts; returns a function that removes the link. */
@@ -81,18 +131,22 @@ export class Context {
 
   private linkTo(parent: Context): void {
     if (parent.isKilled) {
-      this.kill(parent.signal.reason);
+      this.kill(parent.reason);
       return;
     }
     if (parent.isStopped) this.stopGenerating();
-    const onStop = (): void => this.stopGenerating();
-    const onKill = (): void => this.kill(parent.signal.reason);
-    parent.stopSignal.addEventListener("abort", onStop, { once: true });
-    parent.signal.addEventListener("abort", onKill, { once: true });
+    const removeStop = parent.onStop(() => this.stopGenerating());
+    const removeKill = parent.onKill((reason) => this.kill(reason));
     this.unlinkParent = () => {
-      parent.stopSignal.removeEventListener("abort", onStop);
-      parent.signal.removeEventListener("abort", onKill);
+      removeStop();
+      removeKill();
       this.unlinkParent = undefined;
     };
   }
+}
+
+function notify(listeners: Set<Listener> | undefined, reason: unknown): void {
+  if (!listeners) return;
+  for (const listener of [...listeners]) listener(reason);
+  listeners.clear();
 }

@@ -37,15 +37,13 @@ export class LocalResponseStream<T> implements ResponseStream<T> {
       },
     };
     entry.inFlight.add(this.run);
-    const onKill = (): void => this.kill(callerContext.signal.reason);
-    const onStop = (): void => this.stop();
-    callerContext.signal.addEventListener("abort", onKill, { once: true });
-    callerContext.stopSignal.addEventListener("abort", onStop, { once: true });
+    const removeKill = callerContext.onKill((reason) => this.kill(reason));
+    const removeStop = callerContext.onStop(() => this.stop());
     this.unlinkCaller = () => {
-      callerContext.signal.removeEventListener("abort", onKill);
-      callerContext.stopSignal.removeEventListener("abort", onStop);
+      removeKill();
+      removeStop();
     };
-    if (callerContext.isKilled) this.kill(callerContext.signal.reason);
+    if (callerContext.isKilled) this.kill(callerContext.cancelReason);
   }
 
   get requestId(): string {

@@ -37,18 +37,16 @@ export class TcpResponseStream<T> implements ResponseStream<T> {
     this.creditBatch = Math.max(1, Math.floor(window / 2));
     if (context.isKilled) {
       this.state = "killed";
-      this.failure = toCancelled(context.signal.reason);
+      this.failure = toCancelled(context.cancelReason);
       context.dispose();
       onSettled?.();
       return;
     }
-    const onKill = (): void => this.kill(context.signal.reason);
-    const onStop = (): void => this.stop();
-    context.signal.addEventListener("abort", onKill, { once: true });
-    context.stopSignal.addEventListener("abort", onStop, { once: true });
+    const removeKill = context.onKill((reason) => this.kill(reason));
+    const removeStop = context.onStop(() => this.stop());
     this.unlinkSignal = () => {
-      context.signal.removeEventListener("abort", onKill);
-      context.stopSignal.removeEventListener("abort", onStop);
+      removeKill();
+      removeStop();
     };
   }
 
