@@ -112,7 +112,11 @@ async function clientFor(plane: string): Promise<Client<{ n: number }, BenchMess
   });
   callers.push(caller);
   await caller.discovery.put(instanceKey("bench", plane, "generate", info.instanceId), info.record);
-  const client = await caller.namespace("bench").component(plane).endpoint("generate").client<{ n: number }, BenchMessage>();
+  const client = await caller
+    .namespace("bench")
+    .component(plane)
+    .endpoint("generate")
+    .client<{ n: number }, BenchMessage>();
   await client.waitForInstances({ timeoutMs: 5_000 });
   return client;
 }

@@ -73,15 +73,16 @@ export async function runCommand(argv: string[], io: CliIo): Promise<RunningComm
   const namespace = readEnv(Env.namespace, env);
   const spec = workerSpec(values, namespace);
   const workers = numberFlag("workers", values.workers, { min: 1, integer: true }) ?? 1;
-  const runtimes: DistributedRuntime[] = [];
-  const served: ServedModel[] = [];
-  for (let i = 0; i < workers; i++) {
+  // The first worker shares the frontend's runtime, so its requests take the local plane (no serialization);
+  // further workers get runtimes of their own, as separate processes would.
+  const frontendRuntime = await DistributedRuntime.create({ env, logger });
+  const runtimes: DistributedRuntime[] = [frontendRuntime];
+  const served: ServedModel[] = [await startWorker(frontendRuntime, spec)];
+  for (let i = 1; i < workers; i++) {
     const runtime = await DistributedRuntime.create({ env, logger });
     runtimes.push(runtime);
     served.push(await startWorker(runtime, spec));
   }
-  const frontendRuntime = await DistributedRuntime.create({ env, logger });
-  runtimes.push(frontendRuntime);
   const frontend = await startFrontend(frontendRuntime, values, env, logger, namespace);
   await frontend.models.waitForModel(served[0]?.card.name, 30_000);
   io.out(`tdist serving the OpenAI API at ${frontend.url}/v1`);

@@ -4,6 +4,9 @@ import type { PreprocessedRequest } from "../protocol/preprocessed-request.js";
 import type { ModelEntry } from "./model-manager.js";
 import type { ModelPipeline } from "./model-pipeline.js";
 
+/** Shared reason for cancelling what is left once a response is complete (no per-request stack trace). */
+const RESPONSE_FINISHED = new TdistError("cancelled", "response finished");
+
 /** One event of one choice as the routes see it. */
 export interface ChoiceEvent {
   index: number;
@@ -27,6 +30,31 @@ export interface ChoiceTotals {
 }
 
 /**
+ * Merges consecutive events of the same choice into one, so a client (or an
+ * engine) that runs ahead is answered with fewer, larger SSE chunks instead
+ * of one per token. Order within a choice is kept.
+ */
+export function coalesceEvents(events: readonly ChoiceEvent[]): ChoiceEvent[] {
+  const out: ChoiceEvent[] = [];
+  for (const event of events) {
+    const last = out[out.length - 1];
+    if (last && last.index === event.index && !last.finishReason && !last.error) {
+      out[out.length - 1] = {
+        index: event.index,
+        text: last.text + event.text,
+        tokenIds: [...last.tokenIds, ...event.tokenIds],
+        ...(last.logprobs || event.logprobs ? { logprobs: [...(last.logprobs ?? []), ...(event.logprobs ?? [])] } : {}),
+        ...(event.finishReason ? { finishReason: event.finishReason } : {}),
+        ...(event.error ? { error: event.error } : {}),
+      };
+    } else {
+      out.push(event);
+    }
+  }
+  return out;
+}
+
+/**
  * Runs every choice of a request concurrently through the model's engine
  * workers and yields their decoded events in arrival order. A stop string
  * ends a choice and kills its engine request; aborting `signal` (the client
@@ -40,7 +68,7 @@ export async function* runChoices(
   stopStrings: readonly string[],
   signal: AbortSignal,
   totals: ChoiceTotals,
-): AsyncGenerator<ChoiceEvent> {
+): AsyncGenerator<ChoiceEvent[]> {
   const queue = new AsyncQueue<ChoiceEvent | { failed: unknown }>();
   let pending = choices.length;
   let emittedAny = false;
@@ -88,24 +116,30 @@ export async function* runChoices(
 
   for (const choice of choices) void runOne(choice);
   try {
-    for await (const event of queue) {
-      if ("failed" in event) {
-        if (!emittedAny) throw event.failed;
-        const message = event.failed instanceof Error ? event.failed.message : String(event.failed);
-        yield {
-          index: (event as unknown as { index: number }).index,
-          text: "",
-          tokenIds: [],
-          finishReason: "error",
-          error: message,
-        };
-        continue;
+    for await (const first of queue) {
+      // Whatever else is already waiting goes out in the same batch.
+      const batch = [first, ...queue.takeBuffered()];
+      const ready: ChoiceEvent[] = [];
+      for (const event of batch) {
+        if ("failed" in event) {
+          if (!emittedAny && ready.length === 0) throw event.failed;
+          const message = event.failed instanceof Error ? event.failed.message : String(event.failed);
+          ready.push({
+            index: (event as unknown as { index: number }).index,
+            text: "",
+            tokenIds: [],
+            finishReason: "error",
+            error: message,
+          });
+          continue;
+        }
+        ready.push(event);
       }
       emittedAny = true;
-      yield event;
+      yield coalesceEvents(ready);
     }
   } finally {
     signal.removeEventListener("abort", onAbort);
-    controller.abort(new TdistError("cancelled", "response finished"));
+    controller.abort(RESPONSE_FINISHED);
   }
 }

@@ -1,4 +1,8 @@
 import { randomBytes } from "node:crypto";
+
+const idPrefix = randomBytes(6).toString("hex");
+let idCounter = 0;
+
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { TokenLogprob } from "../protocol/engine-output.js";
 import type {
@@ -77,8 +81,10 @@ function expandChoices(base: PreprocessedRequest, n: number, firstIndex: number)
   }));
 }
 
+/** Unique per process run without a random draw per request. */
 function newId(prefix: string): string {
-  return `${prefix}-${randomBytes(12).toString("hex")}`;
+  idCounter = (idCounter + 1) % Number.MAX_SAFE_INTEGER;
+  return `${prefix}-${idPrefix}${idCounter.toString(16).padStart(12, "0")}`;
 }
 
 function planChat(context: RouteContext, body: ChatCompletionRequest): RequestPlan {
@@ -199,10 +205,37 @@ function finishReason(event: ChoiceEvent): OpenAIFinishReason {
   return event.finishReason ?? null;
 }
 
+/**
+ * One SSE chunk for one (possibly coalesced) choice event, as JSON text. The
+ * constant head of every chunk is serialised once per request; only the
+ * choice's fields are serialised per event (this runs once per token).
+ */
+function chunkWriter(
+  plan: RequestPlan,
+  base: { id: string; created: number; model: string },
+): (event: ChoiceEvent) => string {
+  const pipeline = plan.entry.pipeline;
+  const object = plan.kind === "chat" ? "chat.completion.chunk" : "text_completion";
+  const head = `{"id":${JSON.stringify(base.id)},"object":"${object}","created":${base.created},"model":${JSON.stringify(base.model)},"choices":[{"index":`;
+  const tail = plan.includeUsage ? '}],"usage":null}' : "}]}";
+  return (event) => {
+    const finish = event.finishReason ? `"${event.finishReason}"` : "null";
+    if (plan.kind === "chat") {
+      const delta = event.text ? `{"content":${JSON.stringify(event.text)}}` : "{}";
+      const logprobs =
+        plan.logprobs === undefined ? "null" : JSON.stringify({ content: chatLogprobs(pipeline, event.logprobs) });
+      return `${head}${event.index},"delta":${delta},"finish_reason":${finish},"logprobs":${logprobs}${tail}`;
+    }
+    const logprobs =
+      plan.logprobs === undefined ? "null" : JSON.stringify(completionLogprobs(pipeline, event.logprobs, 0));
+    return `${head}${event.index},"text":${JSON.stringify(event.text)},"finish_reason":${finish},"logprobs":${logprobs}${tail}`;
+  };
+}
+
 async function streamResponse(
   plan: RequestPlan,
   reply: FastifyReply,
-  events: AsyncGenerator<ChoiceEvent>,
+  events: AsyncGenerator<ChoiceEvent[]>,
   totals: ChoiceTotals,
 ): Promise<void> {
   // Wait for the first event before committing to a 200, so early failures get a proper HTTP error.
@@ -210,7 +243,6 @@ async function streamResponse(
   reply.hijack();
   const sse = new SseWriter(reply.raw);
   sse.start();
-  const pipeline = plan.entry.pipeline;
   const base = { id: plan.id, created: plan.created, model: plan.entry.name };
   if (plan.kind === "chat") {
     for (const choice of plan.choices) {
@@ -224,45 +256,18 @@ async function streamResponse(
       await sse.send(chunk);
     }
   }
+  const chunkOf = chunkWriter(plan, base);
   try {
     let result = first;
-    while (!result.done) {
-      if (sse.closed.aborted) break;
-      const event = result.value;
-      if (plan.kind === "chat") {
-        const chunk: ChatCompletionChunk = {
-          ...base,
-          object: "chat.completion.chunk",
-          choices: [
-            {
-              index: event.index,
-              delta: event.text ? { content: event.text } : {},
-              finish_reason: finishReason(event),
-              logprobs: plan.logprobs === undefined ? null : { content: chatLogprobs(pipeline, event.logprobs) },
-            },
-          ],
-          ...(plan.includeUsage ? { usage: null } : {}),
-        };
-        await sse.send(chunk);
-      } else {
-        const chunk: CompletionChunk = {
-          ...base,
-          object: "text_completion",
-          choices: [
-            {
-              index: event.index,
-              text: event.text,
-              finish_reason: finishReason(event),
-              logprobs: plan.logprobs === undefined ? null : completionLogprobs(pipeline, event.logprobs, 0),
-            },
-          ],
-          ...(plan.includeUsage ? { usage: null } : {}),
-        };
-        await sse.send(chunk);
+    while (!result.done && !sse.closed.aborted) {
+      for (const event of result.value) {
+        await sse.sendJson(chunkOf(event));
+        if (event.error) {
+          await sse.send({ error: { message: event.error, type: "internal_server_error", param: null, code: null } });
+        }
+        if (sse.closed.aborted) break;
       }
-      if (event.error)
-        await sse.send({ error: { message: event.error, type: "internal_server_error", param: null, code: null } });
-      result = await events.next();
+      if (!sse.closed.aborted) result = await events.next();
     }
   } finally {
     if (sse.closed.aborted) {
@@ -284,22 +289,23 @@ async function streamResponse(
 
 async function unaryResponse(
   plan: RequestPlan,
-  events: AsyncGenerator<ChoiceEvent>,
+  events: AsyncGenerator<ChoiceEvent[]>,
   totals: ChoiceTotals,
 ): Promise<ChatCompletionResponse | CompletionResponse> {
   const texts = new Map<number, string[]>();
   const reasons = new Map<number, OpenAIFinishReason>();
   const logprobs = new Map<number, TokenLogprob[]>();
-  for await (const event of events) {
-    let parts = texts.get(event.index);
-    if (!parts) {
-      parts = [];
-      texts.set(event.index, parts);
+  for await (const batch of events)
+    for (const event of batch) {
+      let parts = texts.get(event.index);
+      if (!parts) {
+        parts = [];
+        texts.set(event.index, parts);
+      }
+      if (event.text) parts.push(event.text);
+      if (event.logprobs) logprobs.set(event.index, [...(logprobs.get(event.index) ?? []), ...event.logprobs]);
+      if (event.finishReason) reasons.set(event.index, event.finishReason);
     }
-    if (event.text) parts.push(event.text);
-    if (event.logprobs) logprobs.set(event.index, [...(logprobs.get(event.index) ?? []), ...event.logprobs]);
-    if (event.finishReason) reasons.set(event.index, event.finishReason);
-  }
   const pipeline = plan.entry.pipeline;
   const base = { id: plan.id, created: plan.created, model: plan.entry.name, usage: usageOf(plan, totals) };
   const indexes = plan.choices.map((choice) => choice.index);

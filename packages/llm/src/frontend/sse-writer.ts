@@ -36,6 +36,11 @@ export class SseWriter {
     await this.write(`data: ${JSON.stringify(payload)}\n\n`);
   }
 
+  /** Writes one `data:` event whose payload is already JSON text. */
+  sendJson(json: string): Promise<void> {
+    return this.write(`data: ${json}\n\n`);
+  }
+
   async done(): Promise<void> {
     await this.write("data: [DONE]\n\n");
     this.finished = true;

@@ -4,6 +4,9 @@ import type { Handler, ResponseStream } from "../handler.js";
 import { handlerErrorToWire } from "./handler-run.js";
 import type { ServedHandler } from "./request-plane.js";
 
+/** Shared reason for `break`/`return()` (no per-request stack trace on this hot path). */
+const CALLER_STOPPED_READING = new TdistError("cancelled", "caller stopped reading");
+
 type Waiter<T> = { resolve: (r: IteratorResult<T>) => void; reject: (e: unknown) => void };
 
 /**
@@ -96,7 +99,7 @@ export class LocalResponseStream<T> implements ResponseStream<T> {
 
   return(): Promise<IteratorResult<T>> {
     if (this.state === "open") {
-      this.handlerContext.kill(new TdistError("cancelled", "caller stopped reading"));
+      this.handlerContext.kill(CALLER_STOPPED_READING);
       this.finish("ended");
     }
     return Promise.resolve({ value: undefined, done: true });

@@ -49,6 +49,15 @@ export class AsyncQueue<T> implements AsyncIterableIterator<T> {
     this.settleWaiter();
   }
 
+  /** Removes and returns every item buffered right now, without waiting. */
+  takeBuffered(): T[] {
+    if (this.head >= this.items.length) return [];
+    const taken = this.head === 0 ? this.items : this.items.slice(this.head);
+    this.items = [];
+    this.head = 0;
+    return taken;
+  }
+
   next(): Promise<IteratorResult<T>> {
     if (this.head < this.items.length) {
       const value = this.items[this.head] as T;
