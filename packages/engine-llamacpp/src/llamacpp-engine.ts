@@ -1,0 +1,797 @@
+import { type ChildProcess, fork } from "node:child_process";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { EngineOutput, ModelAssets, ModelCard, PreprocessedRequest, TokenLogprob } from "@tdist/llm";
+import { type Context, type Logger, TdistError } from "@tdist/runtime";
+import { describeGgufModel, type GgufModelDescription } from "./gguf-model-assets.js";
+import { readGgufFile } from "./gguf-reader.js";
+import { LlamaTokenType } from "./gguf-types.js";
+import { stateTokens, withStreamCount } from "./kv-state-file.js";
+import type {
+  ChildMessage,
+  ParentMessage,
+  WorkerCall,
+  WorkerCallResults,
+  WorkerConfig,
+  WorkerGenerateRequest,
+  WorkerReady,
+} from "./llamacpp-ipc.js";
+import {
+  type LlamaCppEngineOptions,
+  type ResolvedLlamaCppEngineOptions,
+  resolveLlamaCppEngineOptions,
+} from "./llamacpp-options.js";
+import { llamaCppWorkerEntry } from "./worker-entry.js";
+
+export type LlamaCppEngineState = "starting" | "running" | "restarting" | "failed" | "closed";
+
+/**
+ * A sequence's KV cache, moved between engines (disaggregated prefill and
+ * decode). Made by `exportSequenceState` from a prompt: it holds the prompt
+ * minus its last token (llama.cpp does not save logits, so the decode side
+ * evaluates the last token itself).
+ */
+export interface SequenceState {
+  /** The tokens whose KV the state holds. */
+  tokenIds: number[];
+  /** llama.cpp's sequence state file, in one-stream form (see `kv-state-file.ts`). */
+  data: Uint8Array;
+  /** Identifies the model that made it (sha256 of its GGUF header); another model's state is refused. */
+  modelFingerprint: string;
+}
+
+/** The model as the running engine serves it. */
+export interface LlamaCppModelInfo extends GgufModelDescription {
+  modelPath: string;
+  fileBytes: number;
+  /** sha256 of the GGUF header and metadata (see `SequenceState.modelFingerprint`). */
+  fingerprint: string;
+  /** Tokens per sequence. */
+  contextSize: number;
+  sequences: number;
+  threads: number;
+  /** End-of-generation ids llama.cpp stops on, without vocabulary tokens it merely looks at. */
+  eosTokenIds: number[];
+}
+
+export interface LlamaCppGenerateOptions {
+  /** Start from this KV state (from `exportSequenceState` of this prompt, possibly in another engine). */
+  kvState?: SequenceState;
+}
+
+export interface LlamaCppEngineStats {
+  state: LlamaCppEngineState;
+  childPid: number | undefined;
+  restarts: number;
+  activeRequests: number;
+}
+
+/** One request's stream from the child. */
+class RequestStream {
+  readonly #items: EngineOutput[] = [];
+  #waiter: (() => void) | undefined;
+  #ended = false;
+  #badRequest: string | undefined;
+  finished = false;
+
+  push(output: EngineOutput): void {
+    if (this.#ended) return;
+    this.#items.push(output);
+    if (output.finishReason !== undefined) this.#ended = true;
+    this.#wake();
+  }
+
+  /** Ends the stream with nothing more (kill). */
+  end(): void {
+    this.#ended = true;
+    this.#wake();
+  }
+
+  refuse(message: string): void {
+    this.#badRequest = message;
+    this.end();
+  }
+
+  #wake(): void {
+    const waiter = this.#waiter;
+    this.#waiter = undefined;
+    waiter?.();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<EngineOutput> {
+    while (true) {
+      const item = this.#items.shift();
+      if (item !== undefined) {
+        yield item;
+        continue;
+      }
+      if (this.#badRequest !== undefined) throw new TdistError("bad_request", this.#badRequest);
+      if (this.#ended) return;
+      await new Promise<void>((resolve) => {
+        this.#waiter = resolve;
+      });
+    }
+  }
+}
+
+interface PendingCall {
+  resolve: (result: unknown) => void;
+  reject: (err: TdistError) => void;
+}
+
+/** One child process and what is in flight on it. */
+class WorkerChild {
+  readonly requests = new Map<number, RequestStream>();
+  readonly calls = new Map<number, PendingCall>();
+  ready: WorkerReady | undefined;
+  exited = false;
+  closing = false;
+  #outbox: ParentMessage[] = [];
+  #stderrTail = "";
+
+  constructor(
+    readonly process: ChildProcess,
+    logger: Logger,
+  ) {
+    const keepTail = (chunk: Buffer): void => {
+      const text = chunk.toString("utf8");
+      this.#stderrTail = (this.#stderrTail + text).slice(-4096);
+      for (const line of text.split("\n")) if (line.trim() !== "") logger.debug({ pid: process.pid }, line);
+    };
+    process.stderr?.on("data", keepTail);
+    process.stdout?.on("data", keepTail);
+  }
+
+  /** The last lines the child printed (llama.cpp's assertion text on an abort). */
+  stderrTail(): string {
+    return this.#stderrTail.trim().split("\n").slice(-6).join(" | ");
+  }
+
+  send(message: ParentMessage): void {
+    if (this.exited) return;
+    if (this.#outbox.push(message) > 1) return;
+    queueMicrotask(() => {
+      const batch = this.#outbox;
+      this.#outbox = [];
+      if (this.exited || !this.process.connected) return;
+      // Errors surface as the child's exit; the callback keeps them off the 'error' event.
+      this.process.send(batch, () => {});
+    });
+  }
+}
+
+function isInteger(value: unknown, min: number, max = Number.MAX_SAFE_INTEGER): value is number {
+  return Number.isInteger(value) && (value as number) >= min && (value as number) <= max;
+}
+
+function finiteOr(name: string, value: number | undefined, fallback: number, min: number, max: number): number {
+  if (value === undefined || value === null) return fallback;
+  if (typeof value !== "number" || !Number.isFinite(value) || value < min || value > max) {
+    throw new TdistError("bad_request", `sampling.${name} must be a number in [${min}, ${max}], got ${String(value)}`);
+  }
+  return value;
+}
+
+const MAX_TOP_LOGPROBS = 20;
+
+/**
+ * Real inference of GGUF models through llama.cpp (node-llama-cpp), in a
+ * child process so that a native abort never takes down the worker: the
+ * requests in flight end with `finishReason: "error"`, the failure is logged,
+ * and a new child loads the model again (up to `maxRestarts` per
+ * `restartWindowMs`).
+ *
+ * Continuous batching: up to `sequences` requests share one llama.cpp
+ * context, each on its own sequence, and are decoded together; more wait.
+ * A request reuses the longest cached prefix among idle sequences.
+ *
+ * ```ts
+ * const engine = await LlamaCppEngine.start({ modelPath: await ensureTinyModel() });
+ * await serveModel(runtime, {
+ *   namespace: "tdist",
+ *   card: engine.modelCard(),
+ *   tokenizerJson: engine.modelAssets().tokenizerJson,
+ *   engine: engine.handler,
+ * });
+ * // ...
+ * await engine.close();
+ * ```
+ */
+export class LlamaCppEngine {
+  readonly options: ResolvedLlamaCppEngineOptions;
+  /** The `generate` endpoint handler, bound to this engine. */
+  readonly handler: (request: PreprocessedRequest, ctx: Context) => AsyncGenerator<EngineOutput>;
+  readonly #description: GgufModelDescription;
+  readonly #fingerprint: string;
+  readonly #fileBytes: number;
+  readonly #stateDir: string;
+  readonly #logger: Logger;
+  #state: LlamaCppEngineState = "starting";
+  #child: WorkerChild | undefined;
+  /** The child requests go to: the running one, or the one being started. */
+  #ready: Promise<WorkerChild>;
+  #lastReady: WorkerReady | undefined;
+  #modelEosTokenIds: number[] | undefined;
+  #nextId = 0;
+  #crashes: number[] = [];
+  #restarts = 0;
+  #failure: TdistError | undefined;
+
+  private constructor(
+    options: ResolvedLlamaCppEngineOptions,
+    description: GgufModelDescription,
+    fingerprint: string,
+    fileBytes: number,
+    stateDir: string,
+  ) {
+    this.options = options;
+    this.#description = description;
+    this.#fingerprint = fingerprint;
+    this.#fileBytes = fileBytes;
+    this.#stateDir = stateDir;
+    this.#logger = options.logger;
+    this.#ready = Promise.reject(new TdistError("internal", "engine not started"));
+    this.#ready.catch(() => {});
+    this.handler = (request, ctx) => this.generate(request, ctx);
+  }
+
+  /**
+   * Reads the GGUF file's metadata (a corrupt or truncated file is a
+   * `bad_request` naming it), starts the child and loads the model.
+   */
+  static async start(options: LlamaCppEngineOptions): Promise<LlamaCppEngine> {
+    const resolved = resolveLlamaCppEngineOptions(options);
+    const info = await readGgufFile(resolved.modelPath);
+    const description = describeGgufModel(info);
+    for (const warning of description.warnings) resolved.logger.warn({ modelPath: resolved.modelPath }, warning);
+    const stateDir = await mkdtemp(join(tmpdir(), "tdist-llamacpp-"));
+    const engine = new LlamaCppEngine(resolved, description, info.headerSha256, info.fileSize, stateDir);
+    try {
+      engine.#ready = engine.#spawn();
+      await engine.#ready;
+    } catch (err) {
+      engine.#state = "closed";
+      await rm(stateDir, { recursive: true, force: true });
+      throw err;
+    }
+    engine.#state = "running";
+    return engine;
+  }
+
+  get state(): LlamaCppEngineState {
+    return this.#state;
+  }
+
+  /** The child's process id (tests kill it to check recovery). */
+  get childPid(): number | undefined {
+    return this.#child?.exited === false ? this.#child.process.pid : undefined;
+  }
+
+  /** Resolves once a child has the model loaded (after a restart, the new one); rejects when the engine failed or closed. */
+  async ready(options: { signal?: AbortSignal } = {}): Promise<void> {
+    await this.#childFor(options.signal);
+  }
+
+  stats(): LlamaCppEngineStats {
+    return {
+      state: this.#state,
+      childPid: this.childPid,
+      restarts: this.#restarts,
+      activeRequests: this.#child?.requests.size ?? 0,
+    };
+  }
+
+  modelInfo(): LlamaCppModelInfo {
+    const ready = this.#lastReady as WorkerReady;
+    return {
+      ...this.#description,
+      modelPath: this.options.modelPath,
+      fileBytes: this.#fileBytes,
+      fingerprint: this.#fingerprint,
+      contextSize: ready.contextSize,
+      sequences: ready.sequences,
+      threads: ready.threads,
+      eosTokenIds: [...this.#eosTokenIds(ready)],
+    };
+  }
+
+  #eosTokenIds(ready: WorkerReady): number[] {
+    if (this.#modelEosTokenIds !== undefined) return this.#modelEosTokenIds;
+    const types = this.#description.tokenTypes;
+    // llama.cpp also stops on vocabulary tokens that merely look like eog (Qwen's "</s>"): leave those out.
+    const eog = ready.eogTokenIds.filter((id) => (types[id] ?? LlamaTokenType.normal) !== LlamaTokenType.normal);
+    const eos = this.#description.eosTokenId;
+    this.#modelEosTokenIds = eos === undefined ? eog : [eos, ...eog.filter((id) => id !== eos)];
+    return this.#modelEosTokenIds;
+  }
+
+  /** Tokenizer and card fields from the GGUF file, in the shape `serveModel` callers use. */
+  modelAssets(): ModelAssets {
+    const info = this.modelInfo();
+    return {
+      tokenizerJson: info.tokenizerJson,
+      cardFields: {
+        ...(info.chatTemplate !== undefined ? { chatTemplate: info.chatTemplate } : {}),
+        ...(info.bosToken !== undefined ? { bosToken: info.bosToken } : {}),
+        ...(info.eosToken !== undefined ? { eosToken: info.eosToken } : {}),
+        addBosToken: info.addBosToken,
+        eosTokenIds: info.eosTokenIds,
+        contextLength: info.contextSize,
+      },
+      vocabSize: info.vocabSize,
+    };
+  }
+
+  /** A model card (without its tokenizer source, which `serveModel` fills in). */
+  modelCard(options: { name?: string; migrationLimit?: number } = {}): Omit<ModelCard, "tokenizer"> {
+    const info = this.modelInfo();
+    return {
+      name: options.name ?? info.name,
+      engine: "llamacpp",
+      ...this.modelAssets().cardFields,
+      // llama.cpp has no paged KV blocks; this is the block size KV-aware routing hashes prompts with.
+      kvBlockSize: 16,
+      limits: { maxSequences: info.sequences },
+      ...(options.migrationLimit !== undefined ? { migrationLimit: options.migrationLimit } : {}),
+    };
+  }
+
+  /**
+   * Generates from a preprocessed request. Ends with `finishReason`:
+   * `"stop"` on an eos id (unless `ignoreEos`) or a stop token id once
+   * `minTokens` are out (the stop token is included), `"length"` at
+   * `maxTokens` or the end of the context, `"cancelled"` after
+   * `ctx.stopGenerating()` (the last message carries any token already made),
+   * `"error"` when the child fails (its `error` says why).
+   * A kill ends the stream at once and frees the sequence.
+   */
+  async *generate(
+    request: PreprocessedRequest,
+    ctx: Context,
+    options: LlamaCppGenerateOptions = {},
+  ): AsyncGenerator<EngineOutput> {
+    const workerRequest = this.#workerRequest(request);
+    if (ctx.isKilled) return;
+    if (workerRequest.maxTokens === 0) {
+      yield { tokenIds: [], finishReason: "length", cachedTokens: 0 };
+      return;
+    }
+    if (ctx.isStopped) {
+      yield { tokenIds: [], finishReason: "cancelled", cachedTokens: 0 };
+      return;
+    }
+    let statePath: string | undefined;
+    if (options.kvState !== undefined) {
+      this.#checkState(options.kvState);
+      statePath = await this.#writeStateFile(options.kvState.data);
+      workerRequest.statePath = statePath;
+    }
+    const stream = new RequestStream();
+    let child: WorkerChild | undefined;
+    const id = ++this.#nextId;
+    const onStop = (): void => {
+      if (!ctx.isKilled) child?.send({ type: "stop", id });
+    };
+    const onKill = (): void => {
+      child?.send({ type: "kill", id });
+      stream.end();
+    };
+    ctx.stopSignal.addEventListener("abort", onStop, { once: true });
+    ctx.signal.addEventListener("abort", onKill, { once: true });
+    try {
+      try {
+        child = await this.#childFor(ctx.signal);
+      } catch (err) {
+        if (ctx.isKilled) return;
+        throw err;
+      }
+      if (ctx.isKilled) return;
+      if (child.exited) {
+        yield { tokenIds: [], finishReason: "error", error: "llama.cpp child process exited" };
+        return;
+      }
+      child.requests.set(id, stream);
+      child.send({ type: "generate", id, request: workerRequest });
+      if (ctx.isStopped) onStop();
+      const creditBatch = Math.max(1, Math.floor(this.options.creditWindow / 4));
+      let consumed = 0;
+      for await (const output of stream) {
+        if (output.finishReason !== undefined) stream.finished = true;
+        yield output;
+        consumed += output.tokenIds.length;
+        if (consumed >= creditBatch && !stream.finished) {
+          child.send({ type: "credit", id, tokens: consumed });
+          consumed = 0;
+        }
+        if (stream.finished) return;
+      }
+    } finally {
+      ctx.stopSignal.removeEventListener("abort", onStop);
+      ctx.signal.removeEventListener("abort", onKill);
+      if (child !== undefined) {
+        // Ended early (kill or the consumer's `return()`): free the sequence.
+        if (!stream.finished) child.send({ type: "kill", id });
+        child.requests.delete(id);
+      }
+      if (statePath !== undefined) await rm(statePath, { force: true });
+    }
+  }
+
+  /**
+   * Prefill for disaggregated serving: evaluates `promptTokenIds` minus its
+   * last token and returns that KV state, for `generate(..., { kvState })`
+   * or `importSequenceState` in an engine with the same model.
+   */
+  async exportSequenceState(promptTokenIds: number[], options: { signal?: AbortSignal } = {}): Promise<SequenceState> {
+    this.#checkTokens(promptTokenIds, "promptTokenIds");
+    if (promptTokenIds.length < 2) {
+      throw new TdistError("bad_request", "a prompt needs at least 2 tokens to export its state (all but the last)");
+    }
+    const tokenIds = promptTokenIds.slice(0, -1);
+    const path = join(this.#stateDir, `export-${++this.#nextId}.bin`);
+    try {
+      const result = await this.#call({ kind: "exportState", tokenIds, path }, options.signal);
+      if (result.tokenCount !== tokenIds.length) {
+        throw new TdistError("internal", `exported ${result.tokenCount} tokens of state, expected ${tokenIds.length}`);
+      }
+      // One-stream form: importable by an engine with any sequence count.
+      const data = withStreamCount(new Uint8Array(await readFile(path)), 1);
+      return { tokenIds, data, modelFingerprint: this.#fingerprint };
+    } finally {
+      await rm(path, { force: true });
+    }
+  }
+
+  /**
+   * Loads a KV state into an idle sequence as a cached prefix: the next
+   * request whose prompt extends `state.tokenIds` reuses it (reported as
+   * `cachedTokens`). For a guaranteed reuse pass the state to `generate`.
+   */
+  async importSequenceState(
+    state: SequenceState,
+    options: { signal?: AbortSignal } = {},
+  ): Promise<{ tokenCount: number }> {
+    this.#checkState(state);
+    const path = await this.#writeStateFile(state.data);
+    try {
+      return await this.#call({ kind: "importState", path }, options.signal);
+    } finally {
+      await rm(path, { force: true });
+    }
+  }
+
+  /** llama.cpp's own tokenization of `text` (special token text parsed as special tokens unless `specialTokens: false`). */
+  async tokenize(text: string, options: { specialTokens?: boolean; signal?: AbortSignal } = {}): Promise<number[]> {
+    const result = await this.#call(
+      { kind: "tokenize", text, specialTokens: options.specialTokens ?? true },
+      options.signal,
+    );
+    return result.tokenIds;
+  }
+
+  /** Stops the child (requests in flight end with `"error"`) and removes temporary files. */
+  async close(): Promise<void> {
+    if (this.#state === "closed") return;
+    this.#state = "closed";
+    this.#failure = new TdistError("shutting_down", "the llama.cpp engine is closed");
+    const child = this.#child;
+    if (child !== undefined && !child.exited) {
+      child.closing = true;
+      const exited = new Promise<void>((resolve) => child.process.once("exit", () => resolve()));
+      child.send({ type: "shutdown" });
+      const timer = setTimeout(() => child.process.kill("SIGKILL"), 5_000);
+      await exited;
+      clearTimeout(timer);
+    }
+    await rm(this.#stateDir, { recursive: true, force: true });
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  #checkTokens(tokenIds: unknown, name: string): asserts tokenIds is number[] {
+    if (!Array.isArray(tokenIds) || tokenIds.length === 0) {
+      throw new TdistError("bad_request", `${name} must be a non-empty array of token ids`);
+    }
+    const vocabSize = this.#description.vocabSize;
+    for (const id of tokenIds) {
+      // llama.cpp asserts on ids outside the vocabulary; refuse them here.
+      if (!isInteger(id, 0, vocabSize - 1)) {
+        throw new TdistError(
+          "bad_request",
+          `${name} holds ${String(id)}, not a token id of this model (0..${vocabSize - 1})`,
+        );
+      }
+    }
+    const contextSize = this.#lastReady?.contextSize;
+    if (contextSize !== undefined && tokenIds.length >= contextSize) {
+      throw new TdistError(
+        "bad_request",
+        `the prompt has ${tokenIds.length} tokens; the context holds ${contextSize} (prompt plus at least one generated token)`,
+      );
+    }
+  }
+
+  #checkState(state: SequenceState): void {
+    if (state?.modelFingerprint !== this.#fingerprint) {
+      throw new TdistError("bad_request", "the KV state was made by another model (its fingerprint differs)");
+    }
+    if (!(state.data instanceof Uint8Array) || !Array.isArray(state.tokenIds)) {
+      throw new TdistError("bad_request", "a KV state needs tokenIds and data");
+    }
+    const tokens = stateTokens(state.data);
+    if (tokens.length !== state.tokenIds.length || tokens.some((id, i) => id !== state.tokenIds[i])) {
+      throw new TdistError("bad_request", "the KV state's tokenIds differ from the tokens its data holds");
+    }
+    const contextSize = this.#lastReady?.contextSize ?? 0;
+    if (tokens.length >= contextSize) {
+      throw new TdistError(
+        "bad_request",
+        `the KV state holds ${tokens.length} tokens; the context holds ${contextSize}`,
+      );
+    }
+  }
+
+  /** Writes a state file laid out for this engine's context (one KV stream per sequence). */
+  async #writeStateFile(data: Uint8Array): Promise<string> {
+    const path = join(this.#stateDir, `import-${++this.#nextId}.bin`);
+    await writeFile(path, withStreamCount(data, this.#lastReady?.sequences ?? 1));
+    return path;
+  }
+
+  #workerRequest(request: PreprocessedRequest): WorkerGenerateRequest {
+    if (typeof request !== "object" || request === null)
+      throw new TdistError("bad_request", "request must be an object");
+    this.#checkTokens(request.tokenIds, "tokenIds");
+    const stop = request.stop ?? { maxTokens: -1 };
+    if (!isInteger(stop.maxTokens, 0)) {
+      throw new TdistError("bad_request", `stop.maxTokens must be an integer >= 0, got ${String(stop.maxTokens)}`);
+    }
+    const minTokens = stop.minTokens ?? 0;
+    if (!isInteger(minTokens, 0)) {
+      throw new TdistError("bad_request", `stop.minTokens must be an integer >= 0, got ${String(stop.minTokens)}`);
+    }
+    const sampling = request.sampling ?? {};
+    const topK = sampling.topK ?? 0;
+    if (!isInteger(topK, 0) && topK !== -1) {
+      throw new TdistError("bad_request", `sampling.topK must be an integer >= 0 (or -1), got ${String(topK)}`);
+    }
+    if (sampling.seed !== undefined && sampling.seed !== null && !isInteger(sampling.seed, Number.MIN_SAFE_INTEGER)) {
+      throw new TdistError("bad_request", `sampling.seed must be an integer, got ${String(sampling.seed)}`);
+    }
+    const logprobs = request.output?.logprobs;
+    if (logprobs !== undefined && logprobs !== null && !isInteger(logprobs, 0, MAX_TOP_LOGPROBS)) {
+      throw new TdistError("bad_request", `output.logprobs must be an integer in [0, ${MAX_TOP_LOGPROBS}]`);
+    }
+    const tokenIdList = (ids: unknown, name: string): number[] => {
+      if (ids === undefined || ids === null) return [];
+      if (!Array.isArray(ids) || !ids.every((id) => isInteger(id, 0))) {
+        throw new TdistError("bad_request", `${name} must be an array of token ids`);
+      }
+      return ids as number[];
+    };
+    const requestEos = tokenIdList(request.eosTokenIds, "eosTokenIds");
+    const eosIds = requestEos.length > 0 ? requestEos : this.#eosTokenIds(this.#lastReady as WorkerReady);
+    const stopTokenIds = [
+      ...new Set([...tokenIdList(stop.stopTokenIds, "stop.stopTokenIds"), ...(stop.ignoreEos ? [] : eosIds)]),
+    ];
+    const seed = sampling.seed ?? undefined;
+    return {
+      tokenIds: request.tokenIds,
+      sampling: {
+        temperature: finiteOr("temperature", sampling.temperature, 1, 0, 100),
+        topP: finiteOr("topP", sampling.topP, 1, 0, 1),
+        topK: topK === -1 ? 0 : topK,
+        minP: finiteOr("minP", sampling.minP, 0, 0, 1),
+        ...(seed !== undefined ? { seed: seed >>> 0 } : {}),
+        repetitionPenalty: finiteOr("repetitionPenalty", sampling.repetitionPenalty, 1, 0.01, 100),
+        presencePenalty: finiteOr("presencePenalty", sampling.presencePenalty, 0, -2, 2),
+        frequencyPenalty: finiteOr("frequencyPenalty", sampling.frequencyPenalty, 0, -2, 2),
+      },
+      maxTokens: stop.maxTokens,
+      minTokens,
+      stopTokenIds,
+      suppressUntilMinTokens: minTokens > 0 ? stopTokenIds : [],
+      ...(logprobs !== undefined && logprobs !== null ? { logprobs } : {}),
+    };
+  }
+
+  /** The running child, waiting for a restart in progress; throws when the engine failed or closed. */
+  async #childFor(signal?: AbortSignal): Promise<WorkerChild> {
+    if (this.#failure !== undefined) throw this.#failure;
+    if (signal === undefined) return this.#ready;
+    signal.throwIfAborted();
+    let onAbort: (() => void) | undefined;
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => reject(new TdistError("cancelled", "cancelled while the llama.cpp engine was starting"));
+      signal.addEventListener("abort", onAbort, { once: true });
+    });
+    try {
+      return await Promise.race([this.#ready, aborted]);
+    } finally {
+      if (onAbort !== undefined) signal.removeEventListener("abort", onAbort);
+    }
+  }
+
+  async #call<K extends WorkerCall["kind"]>(
+    call: Extract<WorkerCall, { kind: K }>,
+    signal?: AbortSignal,
+  ): Promise<WorkerCallResults[K]> {
+    const child = await this.#childFor(signal);
+    const callId = ++this.#nextId;
+    return new Promise<WorkerCallResults[K]>((resolve, reject) => {
+      if (child.exited) {
+        reject(new TdistError("internal", "llama.cpp child process exited"));
+        return;
+      }
+      child.calls.set(callId, { resolve: resolve as (result: unknown) => void, reject });
+      child.send({ type: "call", callId, call });
+    });
+  }
+
+  #spawn(): Promise<WorkerChild> {
+    const { options } = this;
+    const entry = llamaCppWorkerEntry();
+    const proc = fork(entry.modulePath, [], {
+      execArgv: entry.execArgv,
+      serialization: "advanced",
+      stdio: ["ignore", "pipe", "pipe", "ipc"],
+    });
+    const child = new WorkerChild(proc, this.#logger);
+    this.#child = child;
+    const config: WorkerConfig = {
+      modelPath: options.modelPath,
+      threads: options.threads,
+      contextSize: options.contextSize ?? Math.min(this.#description.trainedContextLength ?? 4096, 4096),
+      sequences: options.sequences,
+      batchSize: options.batchSize,
+      flashAttention: options.flashAttention,
+      batchAcrossSequences: options.batchAcrossSequences,
+      gpu: options.gpu,
+      creditWindow: options.creditWindow,
+    };
+    child.send({ type: "init", config });
+    const path = options.modelPath;
+    return new Promise<WorkerChild>((resolve, reject) => {
+      let settled = false;
+      const settle = (err?: TdistError): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        if (err === undefined) {
+          resolve(child);
+          return;
+        }
+        if (!child.exited) proc.kill("SIGKILL");
+        reject(err);
+      };
+      const timer = setTimeout(
+        () => settle(new TdistError("timeout", `loading GGUF file ${path} took more than ${options.loadTimeoutMs} ms`)),
+        options.loadTimeoutMs,
+      );
+      proc.on("message", (batch: ChildMessage[]) => {
+        for (const message of batch) {
+          if (message.type === "ready") {
+            child.ready = message.ready;
+            this.#lastReady = message.ready;
+            this.#logger.info(
+              { pid: message.ready.pid, modelPath: path, loadMs: Math.round(message.ready.loadMs) },
+              "llama.cpp model loaded",
+            );
+            settle();
+          } else if (message.type === "loadFailed") {
+            settle(new TdistError("bad_request", `cannot load GGUF file ${path}: ${message.message}`));
+          } else {
+            this.#dispatch(child, message);
+          }
+        }
+      });
+      proc.on("error", (err) => {
+        settle(TdistError.wrap(err, "internal", `cannot start the llama.cpp child process for ${path}`));
+      });
+      proc.on("exit", (code, signal) => {
+        child.exited = true;
+        const how = signal ?? `code ${String(code)}`;
+        const tail = child.stderrTail();
+        settle(
+          new TdistError(
+            "bad_request",
+            `cannot load GGUF file ${path}: llama.cpp exited (${how}) while loading it${tail ? `: ${tail}` : ""}`,
+          ),
+        );
+        this.#onExit(child, `llama.cpp child process ${String(proc.pid)} exited (${how})${tail ? `: ${tail}` : ""}`);
+      });
+    });
+  }
+
+  #dispatch(child: WorkerChild, message: ChildMessage): void {
+    switch (message.type) {
+      case "tokens": {
+        const output: EngineOutput = { tokenIds: message.tokenIds };
+        if (message.logprobs !== undefined) output.logprobs = message.logprobs as TokenLogprob[];
+        if (message.cachedTokens !== undefined) output.cachedTokens = message.cachedTokens;
+        child.requests.get(message.id)?.push(output);
+        return;
+      }
+      case "done": {
+        const stream = child.requests.get(message.id);
+        if (stream === undefined) return;
+        if (message.finishReason === "killed") {
+          stream.end();
+          return;
+        }
+        if (message.badRequest === true) {
+          stream.refuse(message.error ?? "invalid request");
+          return;
+        }
+        const output: EngineOutput = { tokenIds: message.tokenIds, finishReason: message.finishReason };
+        if (message.logprobs !== undefined) output.logprobs = message.logprobs as TokenLogprob[];
+        if (message.cachedTokens !== undefined) output.cachedTokens = message.cachedTokens;
+        if (message.error !== undefined) {
+          output.error = message.error;
+          this.#logger.warn({ requestId: message.id, error: message.error }, "llama.cpp request failed");
+        }
+        stream.push(output);
+        return;
+      }
+      case "result": {
+        const call = child.calls.get(message.callId);
+        if (call === undefined) return;
+        child.calls.delete(message.callId);
+        if (message.error !== undefined) {
+          call.reject(new TdistError(message.badRequest ? "bad_request" : "internal", message.error));
+        } else {
+          call.resolve(message.result);
+        }
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  /** A child exited: fail what was in flight and, unless closing or crashing too often, start another. */
+  #onExit(child: WorkerChild, reason: string): void {
+    for (const stream of child.requests.values()) {
+      stream.push({ tokenIds: [], finishReason: "error", error: reason });
+    }
+    child.requests.clear();
+    for (const call of child.calls.values()) call.reject(new TdistError("internal", reason));
+    child.calls.clear();
+    if (child.closing || this.#state === "closed" || child.ready === undefined || this.#child !== child) return;
+    this.#logger.error({ pid: child.process.pid, modelPath: this.options.modelPath }, `${reason}; restarting it`);
+    const now = Date.now();
+    this.#crashes = this.#crashes.filter((at) => now - at < this.options.restartWindowMs);
+    this.#crashes.push(now);
+    if (this.#crashes.length > this.options.maxRestarts) {
+      this.#fail(
+        new TdistError(
+          "internal",
+          `the llama.cpp engine gave up after ${this.#crashes.length} crashes in ${this.options.restartWindowMs} ms: ${reason}`,
+        ),
+      );
+      return;
+    }
+    this.#state = "restarting";
+    this.#restarts++;
+    const next = this.#spawn();
+    this.#ready = next;
+    void next.then(
+      () => {
+        if (this.#state === "restarting") this.#state = "running";
+      },
+      (err: unknown) => this.#fail(TdistError.wrap(err, "internal", "the llama.cpp engine could not restart")),
+    );
+  }
+
+  #fail(err: TdistError): void {
+    if (this.#state === "closed") return;
+    this.#state = "failed";
+    this.#failure = err;
+    this.#ready = Promise.reject(err);
+    this.#ready.catch(() => {});
+    this.#logger.error({ modelPath: this.options.modelPath, error: err.message }, "llama.cpp engine failed");
+  }
+}

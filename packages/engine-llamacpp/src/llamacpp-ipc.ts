@@ -1,0 +1,120 @@
+/**
+ * Messages between the engine (parent) and its llama.cpp child process, over
+ * Node's IPC channel with `serialization: "advanced"` (structured clone, so
+ * typed arrays travel as they are). Each side sends arrays of messages,
+ * coalesced per event-loop turn. Types only: the child imports nothing from
+ * here at run time.
+ */
+
+/** How the child loads the model; the first message the parent sends. */
+export interface WorkerConfig {
+  modelPath: string;
+  threads: number;
+  /** Tokens per sequence. */
+  contextSize: number;
+  sequences: number;
+  batchSize: number;
+  flashAttention: boolean;
+  /** Let llama.cpp decode several sequences in one batch (see `LlamaCppEngineOptions.batchAcrossSequences`). */
+  batchAcrossSequences: boolean;
+  gpu: false | "auto" | "cuda" | "vulkan" | "metal";
+  /** Tokens a request may run ahead of the parent's consumer before the child pauses it. */
+  creditWindow: number;
+}
+
+/** Sampling as the child applies it (defaults resolved by the parent). */
+export interface WorkerSampling {
+  temperature: number;
+  topP: number;
+  topK: number;
+  minP: number;
+  seed?: number;
+  repetitionPenalty: number;
+  presencePenalty: number;
+  frequencyPenalty: number;
+}
+
+export interface WorkerGenerateRequest {
+  tokenIds: number[];
+  sampling: WorkerSampling;
+  maxTokens: number;
+  minTokens: number;
+  /** Ids that end the sequence with "stop" once `minTokens` are out (eos ids already merged in unless ignored). */
+  stopTokenIds: number[];
+  /** Tokens that must not be sampled before `minTokens` are out. */
+  suppressUntilMinTokens: number[];
+  /** Return logprobs: the chosen token's (0) plus this many alternatives; absent = none. */
+  logprobs?: number;
+  /** A KV state file (from `exportState`) to load into the sequence first. */
+  statePath?: string;
+}
+
+export type ParentMessage =
+  | { type: "init"; config: WorkerConfig }
+  | { type: "generate"; id: number; request: WorkerGenerateRequest }
+  /** Graceful: end the request with "cancelled" after the current token. */
+  | { type: "stop"; id: number }
+  /** Immediate: end the request, send nothing more but its `done`. */
+  | { type: "kill"; id: number }
+  | { type: "credit"; id: number; tokens: number }
+  | { type: "call"; callId: number; call: WorkerCall }
+  | { type: "shutdown" };
+
+export type WorkerCall =
+  | { kind: "tokenize"; text: string; specialTokens: boolean }
+  /** Evaluates `tokenIds` (the prompt minus its last token) into a sequence and saves its KV state to `path`. */
+  | { kind: "exportState"; tokenIds: number[]; path: string }
+  /** Loads a KV state file into an idle sequence, as a cached prefix for the next matching request. */
+  | { kind: "importState"; path: string };
+
+export interface WorkerCallResults {
+  tokenize: { tokenIds: number[] };
+  exportState: { tokenCount: number; bytes: number };
+  importState: { tokenCount: number };
+}
+
+export interface WorkerTokenLogprob {
+  tokenId: number;
+  logprob: number;
+  top?: { tokenId: number; logprob: number }[];
+}
+
+/** What the child reports once the model is loaded. */
+export interface WorkerReady {
+  pid: number;
+  /** Tokens per sequence, as created (llama.cpp may round up). */
+  contextSize: number;
+  sequences: number;
+  threads: number;
+  vocabSize: number;
+  /** Every id llama.cpp treats as end of generation. */
+  eogTokenIds: number[];
+  bosTokenId?: number;
+  eosTokenId?: number;
+  loadMs: number;
+}
+
+export type ChildMessage =
+  | { type: "ready"; ready: WorkerReady }
+  | { type: "loadFailed"; message: string }
+  | {
+      type: "tokens";
+      id: number;
+      tokenIds: number[];
+      logprobs?: WorkerTokenLogprob[];
+      /** On a request's first message: prompt tokens reused from the sequence's cache. */
+      cachedTokens?: number;
+    }
+  | {
+      /** The request's last message, with its last tokens. */
+      type: "done";
+      id: number;
+      finishReason: "stop" | "length" | "cancelled" | "error" | "killed";
+      tokenIds: number[];
+      logprobs?: WorkerTokenLogprob[];
+      cachedTokens?: number;
+      error?: string;
+      /** The request was refused before it started (invalid, e.g. a state for another prompt). */
+      badRequest?: boolean;
+    }
+  | { type: "result"; callId: number; result?: unknown; error?: string; badRequest?: boolean };

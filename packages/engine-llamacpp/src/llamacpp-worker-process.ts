@@ -1,0 +1,510 @@
+/**
+ * The llama.cpp child process of `LlamaCppEngine`. llama.cpp aborts the whole
+ * process on a failed assertion (bad metadata, a KV state from another
+ * model), so it runs here, away from the frontend and the runtime: the parent
+ * sees the exit, fails the requests in flight and starts a new child.
+ *
+ * One model, one context with `sequences` sequences. Each request takes an
+ * idle sequence (preferring the one whose cached tokens share the longest
+ * prefix with its prompt) and runs its own `evaluate` loop; node-llama-cpp
+ * batches the sequences' pending tokens into one decode per step, which is
+ * continuous batching: requests join and leave between steps.
+ *
+ * Started by the parent only (it needs the IPC channel); see `worker-entry.ts`.
+ */
+import {
+  type BatchItem,
+  getLlama,
+  type Llama,
+  type LlamaContext,
+  type LlamaContextSequence,
+  LlamaLogLevel,
+  type LlamaModel,
+  type PrioritizedBatchItem,
+  type Token,
+  TokenBias,
+} from "node-llama-cpp";
+import type {
+  ChildMessage,
+  ParentMessage,
+  WorkerCall,
+  WorkerCallResults,
+  WorkerConfig,
+  WorkerGenerateRequest,
+  WorkerTokenLogprob,
+} from "./llamacpp-ipc.js";
+
+/** Errors the parent reports as the caller's fault, not the engine's. */
+class BadRequestError extends Error {}
+
+/** How many recent tokens repetition penalties look at (llama.cpp's `penalty_last_n` default). */
+const PENALTY_WINDOW = 64;
+
+let outbox: ChildMessage[] = [];
+let flushScheduled = false;
+
+function flush(): void {
+  flushScheduled = false;
+  const batch = outbox;
+  outbox = [];
+  if (batch.length > 0 && process.connected) process.send?.(batch);
+}
+
+function send(message: ChildMessage): void {
+  outbox.push(message);
+  if (!flushScheduled) {
+    flushScheduled = true;
+    setImmediate(flush);
+  }
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function commonPrefixLength(a: readonly number[], b: readonly number[]): number {
+  const limit = Math.min(a.length, b.length);
+  let i = 0;
+  while (i < limit && a[i] === b[i]) i++;
+  return i;
+}
+
+/**
+ * Batch prioritization that puts one sequence's pending tokens in each
+ * llama.cpp decode (the first queued; the others wait for the next decode,
+ * a few ms later). node-llama-cpp 3.21.1 keeps one KV stream per sequence,
+ * and its llama.cpp returns wrong logits when sequences of different lengths
+ * share a ubatch: concurrent requests then got tokens sampled from each
+ * other's distributions (measured: 45 of 56 staggered greedy streams
+ * diverged from their sequential output, with choices outside the true top 2).
+ * Sequences still interleave token by token, so requests run concurrently.
+ */
+function oneSequencePerDecode({ items, size }: { items: readonly BatchItem[]; size: number }): PrioritizedBatchItem[] {
+  const item = items[0];
+  return item === undefined ? [] : [{ item, processAmount: Math.min(item.tokens.length, size) }];
+}
+
+interface Slot {
+  sequence: LlamaContextSequence;
+  busy: boolean;
+  lastUsed: number;
+}
+
+interface Waiter {
+  prompt: readonly number[];
+  resolve: (slot: Slot) => void;
+  reject: (err: Error) => void;
+}
+
+/** The context's sequences, handed out one per request. */
+class SequencePool {
+  readonly #slots: Slot[];
+  readonly #waiters: Waiter[] = [];
+  #clock = 0;
+
+  constructor(context: LlamaContext, count: number) {
+    this.#slots = Array.from({ length: count }, () => ({
+      sequence: context.getSequence(),
+      busy: false,
+      lastUsed: 0,
+    }));
+  }
+
+  /** The idle sequence sharing the longest prefix with `prompt` (least recently used on ties), waiting in FIFO order when all are busy. */
+  acquire(prompt: readonly number[], signal?: AbortSignal): Promise<Slot> {
+    if (this.#waiters.length === 0) {
+      const slot = this.#pick(prompt);
+      if (slot !== undefined) return Promise.resolve(slot);
+    }
+    return new Promise((resolve, reject) => {
+      const waiter: Waiter = { prompt, resolve, reject };
+      this.#waiters.push(waiter);
+      signal?.addEventListener(
+        "abort",
+        () => {
+          const index = this.#waiters.indexOf(waiter);
+          if (index >= 0) {
+            this.#waiters.splice(index, 1);
+            reject(new Error("cancelled while waiting for a sequence"));
+          }
+        },
+        { once: true },
+      );
+    });
+  }
+
+  release(slot: Slot): void {
+    slot.busy = false;
+    slot.lastUsed = ++this.#clock;
+    const waiter = this.#waiters.shift();
+    if (waiter === undefined) return;
+    const next = this.#pick(waiter.prompt);
+    if (next !== undefined) waiter.resolve(next);
+    else this.#waiters.unshift(waiter);
+  }
+
+  #pick(prompt: readonly number[]): Slot | undefined {
+    let best: Slot | undefined;
+    let bestShared = -1;
+    for (const slot of this.#slots) {
+      if (slot.busy) continue;
+      const shared = prompt.length === 0 ? 0 : commonPrefixLength(slot.sequence.contextTokens, prompt);
+      if (shared > bestShared || (shared === bestShared && best !== undefined && slot.lastUsed < best.lastUsed)) {
+        best = slot;
+        bestShared = shared;
+      }
+    }
+    if (best !== undefined) best.busy = true;
+    return best;
+  }
+}
+
+interface ActiveRequest {
+  id: number;
+  request: WorkerGenerateRequest;
+  stopRequested: boolean;
+  killed: AbortController;
+  credit: number;
+  onCredit: (() => void) | undefined;
+}
+
+class Worker {
+  readonly #active = new Map<number, ActiveRequest>();
+  #llama: Llama | undefined;
+  #model: LlamaModel | undefined;
+  #context: LlamaContext | undefined;
+  #pool: SequencePool | undefined;
+  #config: WorkerConfig | undefined;
+  /** The empty bias a `minTokens` request switches to once its minimum is out. */
+  #noBias: TokenBias | undefined;
+
+  async init(config: WorkerConfig): Promise<void> {
+    this.#config = config;
+    const started = performance.now();
+    try {
+      const llama = await getLlama({
+        gpu: config.gpu,
+        build: "never",
+        maxThreads: config.threads,
+        logLevel: LlamaLogLevel.warn,
+      });
+      this.#llama = llama;
+      const model = await llama.loadModel({ modelPath: config.modelPath });
+      this.#model = model;
+      const context = await model.createContext({
+        sequences: config.sequences,
+        contextSize: config.contextSize,
+        batchSize: config.batchSize,
+        threads: config.threads,
+        flashAttention: config.flashAttention,
+        ...(config.batchAcrossSequences ? {} : { batching: { itemPrioritizationStrategy: oneSequencePerDecode } }),
+      });
+      this.#context = context;
+      this.#pool = new SequencePool(context, config.sequences);
+      this.#noBias = new TokenBias(model.tokenizer);
+      const vocabSize = model.fileInfo.metadata.tokenizer?.ggml?.tokens?.length ?? 0;
+      const eogTokenIds: number[] = [];
+      for (let id = 0; id < vocabSize; id++) if (model.isEogToken(id as Token)) eogTokenIds.push(id);
+      send({
+        type: "ready",
+        ready: {
+          pid: process.pid,
+          contextSize: context.contextSize,
+          sequences: config.sequences,
+          threads: context.idealThreads,
+          vocabSize,
+          eogTokenIds,
+          bosTokenId: model.tokens.bos ?? undefined,
+          eosTokenId: model.tokens.eos ?? undefined,
+          loadMs: performance.now() - started,
+        },
+      });
+    } catch (err) {
+      send({ type: "loadFailed", message: errorText(err) });
+    }
+  }
+
+  handle(message: ParentMessage): void {
+    switch (message.type) {
+      case "init":
+        void this.init(message.config);
+        return;
+      case "generate": {
+        const active: ActiveRequest = {
+          id: message.id,
+          request: message.request,
+          stopRequested: false,
+          killed: new AbortController(),
+          credit: this.#config?.creditWindow ?? 256,
+          onCredit: undefined,
+        };
+        this.#active.set(message.id, active);
+        void this.#run(active);
+        return;
+      }
+      case "stop": {
+        const active = this.#active.get(message.id);
+        if (active !== undefined) active.stopRequested = true;
+        this.#wake(active);
+        return;
+      }
+      case "kill": {
+        const active = this.#active.get(message.id);
+        active?.killed.abort();
+        this.#wake(active);
+        return;
+      }
+      case "credit": {
+        const active = this.#active.get(message.id);
+        if (active !== undefined) active.credit += message.tokens;
+        this.#wake(active);
+        return;
+      }
+      case "call":
+        void this.#call(message.callId, message.call);
+        return;
+      case "shutdown":
+        void this.shutdown();
+        return;
+    }
+  }
+
+  #wake(active: ActiveRequest | undefined): void {
+    const resume = active?.onCredit;
+    if (active !== undefined) active.onCredit = undefined;
+    resume?.();
+  }
+
+  async #run(active: ActiveRequest): Promise<void> {
+    const { request } = active;
+    const model = this.#model;
+    const pool = this.#pool;
+    if (model === undefined || pool === undefined || this.#noBias === undefined) {
+      send({ type: "done", id: active.id, finishReason: "error", tokenIds: [], error: "model not loaded" });
+      this.#active.delete(active.id);
+      return;
+    }
+    let slot: Slot | undefined;
+    let cachedTokens = 0;
+    let firstMessage = true;
+    const pendingTokens: number[] = [];
+    const pendingLogprobs: WorkerTokenLogprob[] = [];
+    const done = (
+      finishReason: Extract<ChildMessage, { type: "done" }>["finishReason"],
+      extra: { error?: string; badRequest?: boolean } = {},
+    ): void => {
+      send({
+        type: "done",
+        id: active.id,
+        finishReason,
+        tokenIds: pendingTokens.splice(0),
+        ...(request.logprobs !== undefined ? { logprobs: pendingLogprobs.splice(0) } : {}),
+        ...(firstMessage ? { cachedTokens } : {}),
+        ...extra,
+      });
+    };
+    try {
+      try {
+        slot = await pool.acquire(request.tokenIds, active.killed.signal);
+      } catch {
+        done("killed");
+        return;
+      }
+      const sequence = slot.sequence;
+      const prompt = request.tokenIds;
+      if (request.statePath !== undefined) {
+        await sequence.loadStateFromFile(request.statePath, { acceptRisk: true });
+        const loaded = sequence.contextTokens;
+        if (loaded.length >= prompt.length || commonPrefixLength(loaded, prompt) !== loaded.length) {
+          await sequence.clearHistory();
+          throw new BadRequestError(
+            `the KV state holds ${loaded.length} tokens that are not a proper prefix of the ${prompt.length}-token prompt`,
+          );
+        }
+      }
+      // Reuse the sequence's cached prefix; at least the last prompt token is evaluated, for its logits.
+      const keep = Math.min(commonPrefixLength(sequence.contextTokens, prompt), prompt.length - 1);
+      if (sequence.nextTokenIndex > keep) {
+        await sequence.eraseContextTokenRanges([{ start: keep, end: sequence.nextTokenIndex }]);
+      }
+      cachedTokens = keep;
+      if (active.killed.signal.aborted) {
+        done("killed");
+        return;
+      }
+      if (active.stopRequested) {
+        done("cancelled");
+        return;
+      }
+
+      const { sampling } = request;
+      const penalize =
+        sampling.repetitionPenalty !== 1 || sampling.presencePenalty !== 0 || sampling.frequencyPenalty !== 0;
+      // The tokens penalties look at: the prompt's tail, then the output (llama.cpp's window, not vLLM's split).
+      const history: number[] = penalize ? prompt.slice(-PENALTY_WINDOW) : [];
+      // Stop and eos ids at -inf until `minTokens` are out. TokenBias.set skips eog ids, so its map is filled directly.
+      const suppress = new TokenBias(model.tokenizer);
+      const biases = (suppress as unknown as { _biases?: Map<number, number> })._biases;
+      if (!(biases instanceof Map)) throw new Error("minTokens needs node-llama-cpp's TokenBias internals (3.x)");
+      for (const id of request.suppressUntilMinTokens) biases.set(id, Number.NEGATIVE_INFINITY);
+      let generated = 0;
+      const stopIds = new Set(request.stopTokenIds);
+      const contextRoom = sequence.contextSize - prompt.length;
+      const maxTokens = Math.min(request.maxTokens, contextRoom);
+      const wantLogprobs = request.logprobs !== undefined;
+      const topLogprobs = request.logprobs ?? 0;
+      const noBias = this.#noBias;
+
+      const iterator = sequence.evaluateWithMetadata(
+        prompt.slice(keep) as Token[],
+        { confidence: wantLogprobs, probabilities: topLogprobs > 0 },
+        {
+          temperature: sampling.temperature,
+          topK: sampling.topK,
+          topP: sampling.topP,
+          minP: sampling.minP,
+          ...(sampling.seed !== undefined ? { seed: sampling.seed } : {}),
+          ...(penalize
+            ? {
+                repeatPenalty: {
+                  punishTokens: () => history.slice(-PENALTY_WINDOW) as Token[],
+                  maxPunishTokens: PENALTY_WINDOW,
+                  penalty: sampling.repetitionPenalty,
+                  presencePenalty: sampling.presencePenalty,
+                  frequencyPenalty: sampling.frequencyPenalty,
+                },
+              }
+            : {}),
+          // Only with min tokens, so other requests carry no per-step bias work.
+          ...(request.suppressUntilMinTokens.length > 0
+            ? { tokenBias: () => (generated < request.minTokens ? suppress : noBias) }
+            : {}),
+          yieldEogToken: true,
+        },
+      );
+      for await (const result of iterator) {
+        const output = result as { token: Token; confidence?: number; probabilities?: Map<Token, number> };
+        const token = output.token as number;
+        generated++;
+        if (penalize) {
+          history.push(token);
+          if (history.length > 4 * PENALTY_WINDOW) history.splice(0, history.length - PENALTY_WINDOW);
+        }
+        pendingTokens.push(token);
+        if (wantLogprobs) {
+          const logprob: WorkerTokenLogprob = { tokenId: token, logprob: Math.log(output.confidence ?? 0) };
+          if (topLogprobs > 0 && output.probabilities !== undefined) {
+            const top: { tokenId: number; logprob: number }[] = [];
+            for (const [tokenId, probability] of output.probabilities) {
+              if (top.length >= topLogprobs) break;
+              top.push({ tokenId: tokenId as number, logprob: Math.log(probability) });
+            }
+            logprob.top = top;
+          }
+          pendingLogprobs.push(logprob);
+        }
+        if (stopIds.has(token) && generated >= request.minTokens) return done("stop");
+        if (generated >= maxTokens) return done("length");
+        if (active.killed.signal.aborted) return done("killed");
+        if (active.stopRequested) return done("cancelled");
+        send({
+          type: "tokens",
+          id: active.id,
+          tokenIds: pendingTokens.splice(0),
+          ...(wantLogprobs ? { logprobs: pendingLogprobs.splice(0) } : {}),
+          ...(firstMessage ? { cachedTokens } : {}),
+        });
+        firstMessage = false;
+        active.credit--;
+        while (active.credit <= 0 && !active.killed.signal.aborted && !active.stopRequested) {
+          await new Promise<void>((resolve) => {
+            active.onCredit = resolve;
+          });
+        }
+        if (active.killed.signal.aborted) return done("killed");
+        if (active.stopRequested) return done("cancelled");
+      }
+      // The library ends the stream itself only when sampling fails to produce a token.
+      done("error", { error: "llama.cpp produced no next token" });
+    } catch (err) {
+      done("error", { error: errorText(err), ...(err instanceof BadRequestError ? { badRequest: true } : {}) });
+    } finally {
+      this.#active.delete(active.id);
+      if (slot !== undefined) pool.release(slot);
+    }
+  }
+
+  async #call(callId: number, call: WorkerCall): Promise<void> {
+    try {
+      const result = await this.#callResult(call);
+      send({ type: "result", callId, result });
+    } catch (err) {
+      send({
+        type: "result",
+        callId,
+        error: errorText(err),
+        ...(err instanceof BadRequestError ? { badRequest: true } : {}),
+      });
+    }
+  }
+
+  async #callResult(call: WorkerCall): Promise<WorkerCallResults[keyof WorkerCallResults]> {
+    const model = this.#model;
+    const pool = this.#pool;
+    if (model === undefined || pool === undefined) throw new Error("model not loaded");
+    switch (call.kind) {
+      case "tokenize":
+        return { tokenIds: model.tokenize(call.text, call.specialTokens) as number[] };
+      case "exportState": {
+        const slot = await pool.acquire(call.tokenIds);
+        try {
+          const sequence = slot.sequence;
+          const keep = commonPrefixLength(sequence.contextTokens, call.tokenIds);
+          if (sequence.nextTokenIndex > keep) {
+            await sequence.eraseContextTokenRanges([{ start: keep, end: sequence.nextTokenIndex }]);
+          }
+          if (keep < call.tokenIds.length) {
+            await sequence.evaluateWithoutGeneratingNewTokens(call.tokenIds.slice(keep) as Token[]);
+          }
+          const { fileSize } = await sequence.saveStateToFile(call.path);
+          return { tokenCount: sequence.nextTokenIndex, bytes: fileSize };
+        } finally {
+          pool.release(slot);
+        }
+      }
+      case "importState": {
+        const slot = await pool.acquire([]);
+        try {
+          await slot.sequence.loadStateFromFile(call.path, { acceptRisk: true });
+          return { tokenCount: slot.sequence.nextTokenIndex };
+        } finally {
+          pool.release(slot);
+        }
+      }
+    }
+  }
+
+  async shutdown(): Promise<void> {
+    for (const active of this.#active.values()) active.killed.abort();
+    try {
+      await this.#context?.dispose();
+      await this.#model?.dispose();
+      await this.#llama?.dispose();
+    } finally {
+      flush();
+      process.exit(0);
+    }
+  }
+}
+
+if (process.send === undefined) {
+  process.stderr.write("llamacpp-worker-process is started by LlamaCppEngine (it needs an IPC channel)\n");
+  process.exit(2);
+}
+
+const worker = new Worker();
+process.on("message", (batch: ParentMessage[]) => {
+  for (const message of batch) worker.handle(message);
+});
+// An orphaned child (parent gone) has no one to serve.
+process.on("disconnect", () => process.exit(0));

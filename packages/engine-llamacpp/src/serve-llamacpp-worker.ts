@@ -1,0 +1,77 @@
+import { type ServedModel, serveModel } from "@tdist/llm";
+import type { DistributedRuntime } from "@tdist/runtime";
+import { LlamaCppEngine } from "./llamacpp-engine.js";
+import type { LlamaCppEngineOptions } from "./llamacpp-options.js";
+import { resolveModelReference } from "./model-reference.js";
+import { ensureTinyModel } from "./tiny-model.js";
+
+export interface LlamaCppWorkerOptions {
+  namespace: string;
+  component?: string;
+  /** Served model name. Default: the GGUF's `general.name` (the tiny model's is `tdist-tiny-random`). */
+  modelName?: string;
+  /**
+   * The model: a GGUF path or a remote reference (`hf:<user>/<repo>/<file>.gguf`, a URL), downloaded
+   * into the cache once (see `resolveModelReference`). Without it (and without `engine.modelPath`),
+   * the built-in tiny model, generated into the cache on first use.
+   */
+  model?: string;
+  /** Print a progress bar while downloading `model`. Default false. */
+  progressBar?: boolean;
+  /** Engine options. */
+  engine?: Partial<LlamaCppEngineOptions>;
+  /** Cache root for downloads and the tiny model. Default `TDIST_CACHE_DIR` or `~/.cache/tdist`. */
+  cacheDir?: string;
+  migrationLimit?: number;
+}
+
+export interface ServedLlamaCppWorker extends ServedModel {
+  readonly engine: LlamaCppEngine;
+}
+
+/**
+ * Serves a GGUF model through llama.cpp as a model worker: the card
+ * (tokenizer, chat template, context length, eos ids) comes from the GGUF
+ * file, so nothing else is needed. `stop()` also closes the engine.
+ *
+ * ```ts
+ * const worker = await serveLlamaCppWorker(runtime, { namespace: "tdist", engine: { modelPath: "model.gguf" } });
+ * ```
+ */
+export async function serveLlamaCppWorker(
+  runtime: DistributedRuntime,
+  options: LlamaCppWorkerOptions,
+): Promise<ServedLlamaCppWorker> {
+  const cache = options.cacheDir !== undefined ? { cacheDir: options.cacheDir } : {};
+  const modelPath =
+    options.model !== undefined
+      ? await resolveModelReference(options.model, { ...cache, progressBar: options.progressBar ?? false })
+      : (options.engine?.modelPath ?? (await ensureTinyModel(cache)));
+  const engine = await LlamaCppEngine.start({ logger: runtime.logger, ...options.engine, modelPath });
+  try {
+    const served = await serveModel(runtime, {
+      namespace: options.namespace,
+      ...(options.component !== undefined ? { component: options.component } : {}),
+      tokenizerJson: engine.modelAssets().tokenizerJson,
+      engine: engine.handler,
+      card: engine.modelCard({
+        ...(options.modelName !== undefined ? { name: options.modelName } : {}),
+        ...(options.migrationLimit !== undefined ? { migrationLimit: options.migrationLimit } : {}),
+      }),
+    });
+    return {
+      ...served,
+      engine,
+      async stop(stopOptions) {
+        try {
+          await served.stop(stopOptions);
+        } finally {
+          await engine.close();
+        }
+      },
+    };
+  } catch (err) {
+    await engine.close();
+    throw err;
+  }
+}
