@@ -3,6 +3,7 @@ import { DistributedRuntime, Env, readEnv, TdistError } from "@tdist/runtime";
 import type { CliIo } from "./cli-io.js";
 import { flagsToEnv, runtimeFlags } from "./cli-options.js";
 import { formatEnv } from "./commands/env.js";
+import { makeModelCommand } from "./commands/make-model.js";
 import { frontendCommand, type RunningCommand, runCommand, workerCommand } from "./commands/serve.js";
 import { formatStatus, readStatus } from "./commands/status.js";
 import { createLogger } from "./logging.js";
@@ -11,11 +12,14 @@ const USAGE = `usage: tdist <command> [options]
 
 commands:
   run                 frontend + workers in one process, embedded discovery (npm start runs this)
-                        --engine echo|mocker  --workers N  --model-name NAME  --port 8000  --host 0.0.0.0
-                        --router-mode MODE  --speedup X (mocker)  --delay-ms MS (echo)
+                        --engine llamacpp|mocker|echo (default llamacpp)  --workers N  --model-name NAME
+                        --model FILE.gguf|hf:user/repo/file.gguf (llamacpp; default: the built-in tiny model)
+                        --threads N --sequences N (llamacpp)  --speedup X (mocker)  --delay-ms MS (echo)
+                        --port 8000  --host 0.0.0.0  --router-mode MODE
   frontend            the OpenAI HTTP frontend; finds workers through discovery
                         --port --host --router-mode round-robin|random|least-loaded|power-of-two
-  worker              one model worker: --engine echo|mocker --model-name NAME
+  worker              one model worker: --engine llamacpp|mocker|echo --model ... --model-name NAME
+  make-model          --out FILE.gguf [--layers --width --heads --context --seed --vocab qwen3]: the tiny random model
   status [--json]     namespaces, components, endpoints, instances and models from discovery
   env                 every TDIST_* environment variable with its default
 
@@ -48,6 +52,8 @@ export async function runCli(argv: string[], io: CliIo = stdio): Promise<number>
       case "env":
         io.out(formatEnv());
         return 0;
+      case "make-model":
+        return await makeModelCommand(rest, io);
       case undefined:
       case "help":
       case "--help":

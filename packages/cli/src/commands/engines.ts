@@ -1,9 +1,10 @@
 import { serveEchoWorker } from "@tdist/engine-echo";
+import { serveLlamaCppWorker } from "@tdist/engine-llamacpp";
 import { serveMockerWorker } from "@tdist/engine-mocker";
 import type { ServedModel } from "@tdist/llm";
 import { type DistributedRuntime, TdistError } from "@tdist/runtime";
 
-export const ENGINES = ["echo", "mocker"] as const;
+export const ENGINES = ["llamacpp", "mocker", "echo"] as const;
 export type EngineKind = (typeof ENGINES)[number];
 
 export interface WorkerSpec {
@@ -14,10 +15,16 @@ export interface WorkerSpec {
   delayMs?: number | undefined;
   /** mocker: timing speed-up factor. */
   speedup?: number | undefined;
+  /** llamacpp: a GGUF path or `hf:<user>/<repo>/<file>`; default the built-in tiny model. */
+  model?: string | undefined;
+  /** llamacpp: CPU threads (default suits small machines). */
+  threads?: number | undefined;
+  /** llamacpp: sequences (concurrent requests) in one context. */
+  sequences?: number | undefined;
 }
 
 export function parseEngine(value: string | undefined): EngineKind {
-  const engine = value ?? "mocker";
+  const engine = value ?? "llamacpp";
   if (!(ENGINES as readonly string[]).includes(engine)) {
     throw new TdistError(
       "invalid_option",
@@ -35,6 +42,17 @@ export async function startWorker(runtime: DistributedRuntime, spec: WorkerSpec)
         namespace: spec.namespace,
         ...(spec.modelName ? { modelName: spec.modelName } : {}),
         ...(spec.delayMs !== undefined ? { delayMsPerToken: spec.delayMs } : {}),
+      });
+    case "llamacpp":
+      return serveLlamaCppWorker(runtime, {
+        namespace: spec.namespace,
+        ...(spec.modelName ? { modelName: spec.modelName } : {}),
+        ...(spec.model ? { model: spec.model, progressBar: process.stderr.isTTY === true } : {}),
+        engine: {
+          ...(spec.threads !== undefined ? { threads: spec.threads } : {}),
+          ...(spec.sequences !== undefined ? { sequences: spec.sequences } : {}),
+          logger: runtime.logger,
+        },
       });
     case "mocker":
       return serveMockerWorker(runtime, {

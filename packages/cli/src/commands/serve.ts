@@ -15,6 +15,9 @@ export interface RunningCommand {
 
 const workerFlags = {
   engine: { type: "string" },
+  model: { type: "string" },
+  threads: { type: "string" },
+  sequences: { type: "string" },
   "model-name": { type: "string" },
   "delay-ms": { type: "string" },
   speedup: { type: "string" },
@@ -37,6 +40,9 @@ function workerSpec(values: Record<string, string | boolean | undefined>, namesp
     modelName: values["model-name"] as string | undefined,
     delayMs: numberFlag("delay-ms", values["delay-ms"] as string | undefined, { min: 0 }),
     speedup: numberFlag("speedup", values.speedup as string | undefined, { min: 0.001 }),
+    model: values.model as string | undefined,
+    threads: numberFlag("threads", values.threads as string | undefined, { min: 1, integer: true }),
+    sequences: numberFlag("sequences", values.sequences as string | undefined, { min: 1, integer: true }),
   };
 }
 
