@@ -10,7 +10,6 @@ import type {
   ChatCompletionRequest,
   ChatCompletionResponse,
   ChatLogprobContent,
-  CompletionChunk,
   CompletionLogprobs,
   CompletionRequest,
   CompletionResponse,
@@ -201,7 +200,7 @@ function usageOf(plan: RequestPlan, totals: ChoiceTotals): Usage {
   };
 }
 
-function finishReason(event: ChoiceEvent): OpenAIFinishReason {
+function _finishReason(event: ChoiceEvent): OpenAIFinishReason {
   return event.finishReason ?? null;
 }
 
