@@ -1,0 +1,163 @@
+/**
+ * The baseline of bench/llamacpp: node-llama-cpp called directly in this
+ * process, set up as `llamacpp-worker-process.ts` sets up its context (same
+ * threads, sequences, context size, batch size, flash attention, one
+ * sequence per llama.cpp decode) and driven as the engine drives it (an idle
+ * sequence per request, preferring the longest cached prefix; greedy
+ * `evaluateWithMetadata` with the engine's default sampling options).
+ */
+import {
+  type BatchItem,
+  getLlama,
+  type Llama,
+  type LlamaContext,
+  type LlamaContextSequence,
+  LlamaLogLevel,
+  type LlamaModel,
+  type PrioritizedBatchItem,
+  type Token,
+} from "node-llama-cpp";
+
+export interface DirectOptions {
+  modelPath: string;
+  threads: number;
+  sequences: number;
+  contextSize: number;
+  batchSize: number;
+  flashAttention: boolean;
+}
+
+/** One request: when its first token came and how many it made. */
+export interface GenerationSample {
+  ttftMs: number;
+  tokens: number;
+  ok: boolean;
+}
+
+/** The engine's default batching: one sequence's pending tokens per decode (see `oneSequencePerDecode` there). */
+function oneSequencePerDecode({ items, size }: { items: readonly BatchItem[]; size: number }): PrioritizedBatchItem[] {
+  const item = items[0];
+  return item === undefined ? [] : [{ item, processAmount: Math.min(item.tokens.length, size) }];
+}
+
+function commonPrefixLength(a: readonly number[], b: readonly number[]): number {
+  const limit = Math.min(a.length, b.length);
+  let i = 0;
+  while (i < limit && a[i] === b[i]) i++;
+  return i;
+}
+
+interface Slot {
+  sequence: LlamaContextSequence;
+  busy: boolean;
+  lastUsed: number;
+}
+
+export class DirectLlama {
+  readonly #slots: Slot[];
+  readonly #waiters: { prompt: readonly number[]; resolve: (slot: Slot) => void }[] = [];
+  #clock = 0;
+
+  private constructor(
+    readonly llama: Llama,
+    readonly model: LlamaModel,
+    readonly context: LlamaContext,
+    sequences: number,
+  ) {
+    this.#slots = Array.from({ length: sequences }, () => ({
+      sequence: context.getSequence(),
+      busy: false,
+      lastUsed: 0,
+    }));
+  }
+
+  static async load(options: DirectOptions): Promise<DirectLlama> {
+    const llama = await getLlama({
+      gpu: false,
+      build: "never",
+      maxThreads: options.threads,
+      logLevel: LlamaLogLevel.error,
+    });
+    const model = await llama.loadModel({ modelPath: options.modelPath });
+    const context = await model.createContext({
+      sequences: options.sequences,
+      contextSize: options.contextSize,
+      batchSize: options.batchSize,
+      threads: options.threads,
+      flashAttention: options.flashAttention,
+      batching: { itemPrioritizationStrategy: oneSequencePerDecode },
+    });
+    return new DirectLlama(llama, model, context, options.sequences);
+  }
+
+  /** llama.cpp's tokenization (special tokens parsed), as the engine's `tokenize`. */
+  tokenize(text: string): number[] {
+    return this.model.tokenize(text, true) as number[];
+  }
+
+  /** Greedy generation of exactly `maxTokens` tokens (end-of-generation tokens included, as with `ignore_eos`). */
+  async generate(prompt: readonly number[], maxTokens: number): Promise<GenerationSample> {
+    const started = performance.now();
+    let ttftMs = -1;
+    let tokens = 0;
+    const slot = await this.#acquire(prompt);
+    try {
+      const sequence = slot.sequence;
+      const keep = Math.min(commonPrefixLength(sequence.contextTokens, prompt), prompt.length - 1);
+      if (sequence.nextTokenIndex > keep) {
+        await sequence.eraseContextTokenRanges([{ start: keep, end: sequence.nextTokenIndex }]);
+      }
+      const iterator = sequence.evaluateWithMetadata(
+        prompt.slice(keep) as Token[],
+        { confidence: false, probabilities: false },
+        { temperature: 0, topK: 0, topP: 1, minP: 0, yieldEogToken: true },
+      );
+      for await (const _ of iterator) {
+        if (++tokens === 1) ttftMs = performance.now() - started;
+        if (tokens >= maxTokens) break;
+      }
+      return { ttftMs, tokens, ok: tokens === maxTokens };
+    } finally {
+      this.#release(slot);
+    }
+  }
+
+  async dispose(): Promise<void> {
+    await this.context.dispose();
+    await this.model.dispose();
+    await this.llama.dispose();
+  }
+
+  #acquire(prompt: readonly number[]): Promise<Slot> {
+    if (this.#waiters.length === 0) {
+      const slot = this.#pick(prompt);
+      if (slot !== undefined) return Promise.resolve(slot);
+    }
+    return new Promise((resolve) => this.#waiters.push({ prompt, resolve }));
+  }
+
+  #release(slot: Slot): void {
+    slot.busy = false;
+    slot.lastUsed = ++this.#clock;
+    const waiter = this.#waiters.shift();
+    if (waiter === undefined) return;
+    const next = this.#pick(waiter.prompt);
+    if (next !== undefined) waiter.resolve(next);
+    else this.#waiters.unshift(waiter);
+  }
+
+  #pick(prompt: readonly number[]): Slot | undefined {
+    let best: Slot | undefined;
+    let bestShared = -1;
+    for (const slot of this.#slots) {
+      if (slot.busy) continue;
+      const shared = commonPrefixLength(slot.sequence.contextTokens, prompt);
+      if (shared > bestShared || (shared === bestShared && best !== undefined && slot.lastUsed < best.lastUsed)) {
+        best = slot;
+        bestShared = shared;
+      }
+    }
+    if (best !== undefined) best.busy = true;
+    return best;
+  }
+}
