@@ -157,9 +157,11 @@ for (const plane of planeNames) {
   }
   const p50 = lowest(rtt.map((s) => percentile(s, 0.5)));
   const p99 = lowest(rtt.map((s) => percentile(s, 0.99)));
+  // The goals are the TCP plane's; the NATS plane adds a broker hop and is recorded for comparison.
+  const goal = (tcpGoal: string) => (plane === "tcp" ? tcpGoal : "recorded (via nats-server)");
   results.push(
-    result("unary_rtt_p50_us", plane, p50, "us", "raw-tcp", rawP50, "<= 1.5 (lower is better)"),
-    result("unary_rtt_p99_us", plane, p99, "us", "raw-tcp", rawP99, "lower is better"),
+    result("unary_rtt_p50_us", plane, p50, "us", "raw-tcp", rawP50, goal("<= 1.5 (lower is better)")),
+    result("unary_rtt_p99_us", plane, p99, "us", "raw-tcp", rawP99, goal("lower is better")),
     result(
       "stream_msgs_per_s",
       `${plane}-1stream`,
@@ -167,9 +169,9 @@ for (const plane of planeNames) {
       "msg/s",
       "raw-tcp",
       best(rawStream1),
-      ">= 0.6 and >= 300k msg/s",
+      goal(">= 0.6 and >= 300k msg/s"),
     ),
-    result("stream_msgs_per_s", `${plane}-64streams`, best(s64), "msg/s", "raw-tcp", best(rawStream64), ">= 0.6"),
+    result("stream_msgs_per_s", `${plane}-64streams`, best(s64), "msg/s", "raw-tcp", best(rawStream64), goal(">= 0.6")),
   );
 }
 
