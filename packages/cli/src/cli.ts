@@ -17,7 +17,7 @@ commands:
                         --threads N --sequences N (llamacpp)  --speedup X (mocker)  --delay-ms MS (echo)
                         --port 8000  --host 0.0.0.0  --router-mode MODE
   frontend            the OpenAI HTTP frontend; finds workers through discovery
-                        --port --host --router-mode round-robin|random|least-loaded|power-of-two
+                        --port --host --router-mode round-robin|random|least-loaded|power-of-two|kv|kv-approx|sglang|llm-d
   worker              one model worker: --engine llamacpp|mocker|echo --model ... --model-name NAME
   make-model          --out FILE.gguf [--layers --width --heads --context --seed --vocab qwen3]: the tiny random model
   status [--json]     namespaces, components, endpoints, instances and models from discovery

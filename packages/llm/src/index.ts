@@ -46,6 +46,31 @@ export {
   LOAD_METRICS_TOPIC,
   type WorkerLoadMetrics,
 } from "./kv/kv-events.js";
+export { ActiveSequences } from "./kv-router/active-sequences.js";
+export {
+  createRouterPolicy,
+  isLlmRouterMode,
+  LLM_ROUTER_MODES,
+  type LlmRouterMode,
+  type RouterPolicyOptions,
+} from "./kv-router/create-router-policy.js";
+export { JetStreamKvEventLog, kvEventStreamName } from "./kv-router/jetstream-kv-event-log.js";
+export { kvEventsSubject, MemoryKvEventHistory } from "./kv-router/kv-event-history.js";
+export { KvIndexer, type KvIndexerOptions, type KvIndexerSnapshot } from "./kv-router/kv-indexer.js";
+export { KvRouter, type KvRouterMode, type KvRouterOptions } from "./kv-router/kv-router.js";
+export { KvScheduler, type KvSchedulerOptions, selectByCost, workerCosts } from "./kv-router/kv-scheduler.js";
+export {
+  BasicLlmRouter,
+  CACHED_BLOCKS_HEADER,
+  type LlmRouter,
+  ROUTER_OVERLAP_WEIGHT_ANNOTATION,
+  ROUTER_REQUEST_ID_ANNOTATION,
+  ROUTER_TEMPERATURE_ANNOTATION,
+  type RoutingDecision,
+  WORKER_HEADER,
+} from "./kv-router/llm-router.js";
+export { LlmdWeightedScorerPolicy } from "./kv-router/llmd-weighted-scorer-policy.js";
+export { SglangCacheAwarePolicy } from "./kv-router/sglang-cache-aware-policy.js";
 export {
   type ModelCard,
   modelCardKey,

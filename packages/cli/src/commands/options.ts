@@ -18,7 +18,16 @@ export function numberFlag(
   return parsed;
 }
 
-export const ROUTER_MODES = ["round-robin", "random", "least-loaded", "power-of-two"] as const;
+export const ROUTER_MODES = [
+  "round-robin",
+  "random",
+  "least-loaded",
+  "power-of-two",
+  "kv",
+  "kv-approx",
+  "sglang",
+  "llm-d",
+] as const;
 export type CliRouterMode = (typeof ROUTER_MODES)[number];
 
 export function parseRouterMode(value: string | undefined): CliRouterMode {

@@ -1,4 +1,5 @@
 import { AsyncQueue, TdistError } from "@tdist/runtime";
+import type { RoutingDecision } from "../kv-router/llm-router.js";
 import type { EngineOutput, FinishReason, TokenLogprob } from "../protocol/engine-output.js";
 import type { PreprocessedRequest } from "../protocol/preprocessed-request.js";
 import type { ModelEntry } from "./model-manager.js";
@@ -23,6 +24,8 @@ export interface ChoiceSpec {
 }
 
 export interface ChoiceTotals {
+  /** The router's decision for the first choice (worker, cached blocks), when the router reports one. */
+  decision?: RoutingDecision | undefined;
   completionTokens: number;
   cachedTokens: number;
   firstTokenAt: number | undefined;
@@ -76,9 +79,14 @@ export async function* runChoices(
   const onAbort = (): void => controller.abort(signal.reason);
   signal.addEventListener("abort", onAbort, { once: true });
 
+  const router = entry.llmRouter;
   const runOne = async ({ index, request }: ChoiceSpec): Promise<void> => {
     const decoder = entry.pipeline.decoder(request, stopStrings);
+    // Routing happens inside generate(); the LLM router then knows the request by this id.
     const stream = entry.client.generate(request, { signal: controller.signal });
+    const routedId = router?.requestIdOf(request);
+    if (routedId !== undefined && index === choices[0]?.index) totals.decision = router?.lastDecision(routedId);
+    let sawToken = false;
     let finished: FinishReason | undefined;
     try {
       for await (const output of stream as AsyncIterable<EngineOutput>) {
@@ -87,6 +95,8 @@ export async function* runChoices(
           const now = performance.now();
           totals.firstTokenAt ??= now;
           totals.tokenTimes.push(now);
+          if (!sawToken && routedId !== undefined) router?.onFirstToken(routedId);
+          sawToken = true;
         }
         const step = decoder.push(output);
         if (output.finishReason === "error" && !step.finishReason) step.finishReason = "error";
@@ -109,6 +119,7 @@ export async function* runChoices(
         queue.push({ failed: err, index } as { failed: unknown });
       }
     } finally {
+      if (routedId !== undefined) router?.onComplete(routedId);
       totals.completionTokens += decoder.completionTokens;
       if (--pending === 0) queue.end();
     }

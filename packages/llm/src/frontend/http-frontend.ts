@@ -1,6 +1,7 @@
 import type { AddressInfo } from "node:net";
 import { type DistributedRuntime, type Logger, type RouterMode, type RouterPolicy, silentLogger } from "@tdist/runtime";
 import Fastify, { type FastifyError, type FastifyInstance } from "fastify";
+import type { LlmRouterMode } from "../kv-router/create-router-policy.js";
 import { FrontendMetrics } from "./frontend-metrics.js";
 import { ModelManager, type PipelineFactory } from "./model-manager.js";
 import type { ModelPipeline } from "./model-pipeline.js";
@@ -13,7 +14,8 @@ export interface HttpFrontendOptions {
   host?: string;
   /** Default 8000; 0 picks a free port. */
   port?: number;
-  router?: RouterPolicy | RouterMode;
+  /** Runtime policy or mode, or an LLM router mode (`kv`, `kv-approx`, `sglang`, `llm-d`). */
+  router?: RouterPolicy | RouterMode | LlmRouterMode;
   /** Only serve models registered in this namespace (default: every namespace). */
   namespace?: string;
   /** Largest request body accepted; larger gets 413. Default 16 MiB. */
@@ -48,6 +50,7 @@ export class HttpFrontend {
       createPipeline: options.createPipeline,
       logger,
       ...(options.router ? { router: options.router } : {}),
+      registry: metrics.registry,
       ...(options.namespace ? { namespace: options.namespace } : {}),
     });
     await models.start();

@@ -8,6 +8,9 @@ import type {
   RouterPolicy,
 } from "@tdist/runtime";
 import { delay, routerForMode } from "@tdist/runtime";
+import type { Registry } from "prom-client";
+import { createRouterPolicy, type LlmRouterMode } from "../kv-router/create-router-policy.js";
+import type { LlmRouter } from "../kv-router/llm-router.js";
 import { type ModelCard, modelCardPrefix, parseModelCard } from "../model-card/model-card.js";
 import type { EngineOutput } from "../protocol/engine-output.js";
 import type { PreprocessedRequest } from "../protocol/preprocessed-request.js";
@@ -31,13 +34,22 @@ export interface ModelEntry<P> {
   readonly client: Client<PreprocessedRequest, EngineOutput>;
   readonly pipeline: P;
   readonly createdAt: number;
+  /** The model's LLM router (KV-aware and peer policies), when the mode is one. */
+  readonly llmRouter: LlmRouter | undefined;
   /** Live instances that serve this model (the endpoint may also host other models). */
   liveWorkers(): Instance[];
 }
 
 export interface ModelManagerOptions<P> {
   createPipeline: PipelineFactory<P>;
-  router?: RouterPolicy | RouterMode;
+  /**
+   * Routing: a runtime policy or mode, or an LLM router mode (`kv`,
+   * `kv-approx`, `sglang`, `llm-d`, or the basic ones), built per model from
+   * its card (block size) with the hooks that keep its load predictions.
+   */
+  router?: RouterPolicy | RouterMode | LlmRouterMode;
+  /** Where LLM routers register their metrics (the frontend's registry). */
+  registry?: Registry;
   /** Only watch cards in this namespace (default: all). */
   namespace?: string;
   logger: Logger;
@@ -54,7 +66,14 @@ interface MutableEntry<P> {
   loading?: Promise<void>;
   /** Bumped whenever `workers` changes, to invalidate routing caches. */
   workersVersion: number;
+  llmRouter: LlmRouter | undefined;
   liveWorkers(): Instance[];
+}
+
+const RUNTIME_MODES: readonly string[] = ["round-robin", "random", "least-loaded", "power-of-two"];
+
+function isRuntimeMode(mode: string): mode is RouterMode {
+  return RUNTIME_MODES.includes(mode);
 }
 
 /**
@@ -144,6 +163,7 @@ export class ModelManager<P> {
     for (const entry of this.entries.values()) {
       await entry.loading?.catch(() => {});
       await entry.client?.close();
+      await entry.llmRouter?.close();
     }
     this.entries.clear();
   }
@@ -206,6 +226,7 @@ export class ModelManager<P> {
         workers: new Map(),
         createdAt: Math.floor(Date.now() / 1000),
         workersVersion: 0,
+        llmRouter: undefined,
         liveWorkers: () => [],
       };
       entry = created;
@@ -213,6 +234,7 @@ export class ModelManager<P> {
     }
     entry.workers.set(instanceId, { instanceId, key, card });
     entry.workersVersion++;
+    this.registerWithRouter(entry, instanceId, card);
     this.byKey.set(key, card.name);
     if (!entry.loading) {
       const target = entry;
@@ -234,7 +256,22 @@ export class ModelManager<P> {
       });
       const pipeline = await this.options.createPipeline(entry.card, json);
       const base = this.options.router ?? "round-robin";
-      const policy = typeof base === "string" ? routerForMode(base) : base;
+      let policy: RouterPolicy;
+      if (typeof base === "string" && !isRuntimeMode(base)) {
+        const llmRouter = await createRouterPolicy(base, {
+          blockSize: entry.card.kvBlockSize,
+          namespace,
+          component,
+          runtime: this.runtime,
+          modelName: entry.name,
+          ...(this.options.registry ? { registry: this.options.registry } : {}),
+        });
+        entry.llmRouter = llmRouter;
+        for (const worker of entry.workers.values()) this.registerWithRouter(entry, worker.instanceId, worker.card);
+        policy = llmRouter;
+      } else {
+        policy = typeof base === "string" ? routerForMode(base) : base;
+      }
       const forModel = modelInstanceFilter(entry);
       const router: RouterPolicy = {
         name: `${policy.name}(model ${entry.name})`,
@@ -267,13 +304,27 @@ export class ModelManager<P> {
     this.byKey.delete(key);
     const entry = this.entries.get(name);
     if (!entry) return;
-    for (const [id, worker] of entry.workers) if (worker.key === key) entry.workers.delete(id);
+    for (const [id, worker] of entry.workers) {
+      if (worker.key !== key) continue;
+      entry.workers.delete(id);
+      entry.llmRouter?.removeWorker(id);
+    }
     entry.workersVersion++;
     if (entry.workers.size > 0) return;
     this.entries.delete(name);
     void entry.client?.close();
+    void entry.llmRouter?.close();
     this.options.logger.info({ model: name }, "model removed");
     this.notify();
+  }
+
+  private registerWithRouter(entry: MutableEntry<P>, instanceId: string, card: ModelCard): void {
+    try {
+      entry.llmRouter?.registerWorker(instanceId, card);
+    } catch (err) {
+      // A KV block size that differs from the router's: the worker is refused, loudly.
+      this.options.logger.error({ err, model: entry.name, instanceId }, "worker refused by the router");
+    }
   }
 
   private notify(): void {

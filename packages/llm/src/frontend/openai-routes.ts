@@ -4,6 +4,7 @@ const idPrefix = randomBytes(6).toString("hex");
 let idCounter = 0;
 
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { CACHED_BLOCKS_HEADER, WORKER_HEADER } from "../kv-router/llm-router.js";
 import type { TokenLogprob } from "../protocol/engine-output.js";
 import type {
   ChatCompletionChunk,
@@ -167,7 +168,9 @@ async function serve(
       }
       return reply;
     }
-    return await unaryResponse(plan, events, totals);
+    const body = await unaryResponse(plan, events, totals);
+    void reply.headers(decisionHeaders(totals));
+    return body;
   } catch (err) {
     status = "error";
     throw err;
@@ -189,6 +192,13 @@ async function serve(
     }
     void request;
   }
+}
+
+/** `x-tdist-worker` / `x-tdist-cached-blocks`: where the router sent the request and what it expected cached. */
+function decisionHeaders(totals: ChoiceTotals): Record<string, string> {
+  const decision = totals.decision;
+  if (!decision) return {};
+  return { [WORKER_HEADER]: decision.workerId, [CACHED_BLOCKS_HEADER]: String(decision.cachedBlocks) };
 }
 
 function usageOf(plan: RequestPlan, totals: ChoiceTotals): Usage {
@@ -241,7 +251,7 @@ async function streamResponse(
   const first = await events.next();
   reply.hijack();
   const sse = new SseWriter(reply.raw);
-  sse.start();
+  sse.start(decisionHeaders(totals));
   const base = { id: plan.id, created: plan.created, model: plan.entry.name };
   if (plan.kind === "chat") {
     for (const choice of plan.choices) {

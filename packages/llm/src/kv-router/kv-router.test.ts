@@ -1,0 +1,272 @@
+import { eventSubject, type Instance, MemoryEventBus, MemoryEventPlane, TdistError } from "@tdist/runtime";
+import { Registry } from "prom-client";
+import { afterEach, describe, expect, it } from "vitest";
+import { computeBlockHashes } from "../kv/block-hash.js";
+import { KV_EVENTS_TOPIC, type KvCacheEvent, LOAD_METRICS_TOPIC, type WorkerLoadMetrics } from "../kv/kv-events.js";
+import type { PreprocessedRequest } from "../protocol/preprocessed-request.js";
+import { createRouterPolicy } from "./create-router-policy.js";
+import { KvIndexer } from "./kv-indexer.js";
+import { KvRouter } from "./kv-router.js";
+import type { LlmRouter } from "./llm-router.js";
+import { RouterMetrics } from "./router-metrics.js";
+
+const BLOCK = 4;
+const NS = "kvtest";
+const COMPONENT = "backend";
+
+function instance(instanceId: string): Instance {
+  return {
+    instanceId,
+    namespace: NS,
+    component: COMPONENT,
+    endpoint: "generate",
+    transport: { tcp: "127.0.0.1:1" },
+    metadata: {},
+    registeredAt: 0,
+  };
+}
+
+function request(tokenIds: number[], annotations?: Record<string, string>): PreprocessedRequest {
+  return {
+    model: "m",
+    tokenIds,
+    sampling: {},
+    stop: { maxTokens: 8 },
+    eosTokenIds: [],
+    output: {},
+    ...(annotations ? { annotations } : {}),
+  };
+}
+
+function tokens(seed: number, blocks: number): number[] {
+  return Array.from({ length: blocks * BLOCK }, (_, i) => seed * 1000 + i);
+}
+
+function storedEvent(workerId: string, eventId: number, prompt: number[]): KvCacheEvent {
+  return { workerId, eventId, data: { type: "stored", parentHash: null, blocks: computeBlockHashes(prompt, BLOCK) } };
+}
+
+const pickWith = (router: LlmRouter, ids: string[], req: PreprocessedRequest, inFlight = (_id: string) => 0) =>
+  router.pick(ids.map(instance), { inFlight, request: req })?.instanceId;
+
+/** Polls `check` until it holds; bounded. */
+async function eventually(check: () => boolean, timeoutMs = 2_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+}
+
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function codeOf(fn: () => unknown): string | undefined {
+  try {
+    fn();
+  } catch (err) {
+    return TdistError.is(err) ? err.code : "not-a-tdist-error";
+  }
+  return undefined;
+}
+
+const toClose: { close(): Promise<void> }[] = [];
+afterEach(async () => {
+  await Promise.all(toClose.splice(0).map((c) => c.close()));
+});
+
+describe("kv-router", () => {
+  it("kv-router - routes to the worker holding the prompt's prefix", () => {
+    const indexer = new KvIndexer({ blockSize: BLOCK });
+    const router = new KvRouter({ blockSize: BLOCK, indexer, rng: mulberry32(1) });
+    indexer.applyEvent(storedEvent("w2", 0, tokens(1, 8)));
+    const req = request([...tokens(1, 8), 5, 6], { request_id: "r1" });
+    expect(pickWith(router, ["w1", "w2", "w3"], req)).toBe("w2");
+    expect(router.lastDecision("r1")).toMatchObject({
+      workerId: "w2",
+      cachedBlocks: 8,
+      requestBlocks: 8,
+      policy: "kv",
+    });
+  });
+
+  it("kv-router - predicted load follows route, first token and completion", () => {
+    const router = new KvRouter({ blockSize: BLOCK, rng: mulberry32(2) });
+    const req = request(tokens(1, 5), { request_id: "a" });
+    const worker = pickWith(router, ["w1", "w2"], req) as string;
+    expect(router.active.load(worker)).toEqual({ prefillTokens: 20, decodeBlocks: 6, requests: 1 });
+    // Another request now goes to the idle worker.
+    const other = pickWith(router, ["w1", "w2"], request(tokens(2, 5), { request_id: "b" }));
+    expect(other).not.toBe(worker);
+    router.onFirstToken("a");
+    expect(router.active.load(worker).prefillTokens).toBe(0);
+    router.onComplete("a");
+    router.onComplete("a");
+    expect(router.active.load(worker)).toEqual({ prefillTokens: 0, decodeBlocks: 0, requests: 0 });
+    // Without a request_id annotation the router names the request itself.
+    const anonymous = request(tokens(3, 1));
+    pickWith(router, ["w1"], anonymous);
+    const id = router.requestIdOf(anonymous) as string;
+    expect(router.lastDecision(id)?.workerId).toBe("w1");
+  });
+
+  it("kv-router - shared prefixes of active requests count once in decode blocks", () => {
+    const router = new KvRouter({ blockSize: BLOCK, rng: mulberry32(3) });
+    const prefix = tokens(1, 6);
+    pickWith(router, ["w1"], request([...prefix, ...tokens(2, 1)], { request_id: "a" }));
+    pickWith(router, ["w1"], request([...prefix, ...tokens(3, 1)], { request_id: "b" }));
+    // 6 shared + 2 distinct blocks, + 1 partial per request.
+    expect(router.active.load("w1").decodeBlocks).toBe(10);
+  });
+
+  it("kv-router - per-request annotations override the overlap weight and are validated", () => {
+    const indexer = new KvIndexer({ blockSize: BLOCK });
+    const router = new KvRouter({ blockSize: BLOCK, indexer, rng: mulberry32(4) });
+    indexer.applyEvent(storedEvent("cached", 0, tokens(1, 8)));
+    // Make the cached worker busier than the idle one.
+    for (let i = 0; i < 2; i++)
+      router.active.add({ key: `x/${i}`, workerId: "cached", blockHashes: [`h${i}`], prefillTokens: 0, addedAt: 0 });
+    const ids = ["cached", "idle"];
+    expect(pickWith(router, ids, request(tokens(1, 8), { request_id: "a" }))).toBe("cached");
+    expect(pickWith(router, ids, request(tokens(1, 8), { request_id: "b", router_overlap_weight: "0" }))).toBe("idle");
+    expect(codeOf(() => pickWith(router, ids, request(tokens(1, 8), { router_temperature: "hot" })))).toBe(
+      "bad_request",
+    );
+    expect(codeOf(() => router.pick([instance("w1")], { inFlight: () => 0, request: { text: "x" } }))).toBe(
+      "bad_request",
+    );
+  });
+
+  it("kv-router - a worker whose card has another block size is refused and never routed to", () => {
+    const indexer = new KvIndexer({ blockSize: BLOCK });
+    const router = new KvRouter({ blockSize: BLOCK, indexer, rng: mulberry32(5) });
+    indexer.applyEvent(storedEvent("bad", 0, tokens(1, 8)));
+    expect(codeOf(() => router.registerWorker("bad", { kvBlockSize: BLOCK * 2 }))).toBe("invalid_option");
+    router.registerWorker("good", { kvBlockSize: BLOCK });
+    for (let i = 0; i < 10; i++) expect(pickWith(router, ["bad", "good"], request(tokens(1, 8)))).toBe("good");
+    expect(pickWith(router, ["bad"], request(tokens(1, 8)))).toBeUndefined();
+  });
+
+  it("kv-router - approximate mode predicts cache from its own decisions and forgets them after the TTL", async () => {
+    let now = 0;
+    const clock = { now: () => now };
+    const router = await createRouterPolicy("kv-approx", {
+      blockSize: BLOCK,
+      clock,
+      rng: mulberry32(6),
+      kv: { approxTtlMs: 1_000 },
+    });
+    toClose.push(router);
+    const prompt = tokens(1, 8);
+    const first = pickWith(router, ["w1", "w2", "w3"], request(prompt, { request_id: "a" })) as string;
+    router.onComplete("a");
+    now = 500;
+    // Same prefix, new suffix: the predicted cache wins.
+    expect(pickWith(router, ["w1", "w2", "w3"], request([...prompt, ...tokens(2, 2)], { request_id: "b" }))).toBe(
+      first,
+    );
+    expect(router.lastDecision("b")?.cachedBlocks).toBe(8);
+    router.onComplete("b");
+    // Touched at 500: still there at 1 400, gone after 1 500.
+    now = 1_400;
+    pickWith(router, ["w1", "w2", "w3"], request(tokens(3, 1), { request_id: "c" }));
+    expect((router as KvRouter).indexer.findMatchesForHashes(hashes(prompt)).get(first)).toBe(8);
+    now = 1_600;
+    expect((router as KvRouter).indexer.findMatchesForHashes(hashes(prompt)).size).toBe(0);
+  });
+
+  it("kv-router - follows KV events on the event plane and a later router starts warm from the history", async () => {
+    const bus = new MemoryEventBus();
+    const plane = new MemoryEventPlane({ bus });
+    toClose.push(plane);
+    const options = { eventPlane: plane, namespace: NS, component: COMPONENT, blockSize: BLOCK, rng: mulberry32(7) };
+    const first = (await createRouterPolicy("kv", options)) as KvRouter;
+    toClose.push(first);
+    await plane.publish(eventSubject(NS, COMPONENT, KV_EVENTS_TOPIC), storedEvent("w3", 0, tokens(1, 6)));
+    await eventually(() => first.indexer.findMatches(tokens(1, 6)).scores.get("w3") === 6);
+    expect(pickWith(first, ["w1", "w2", "w3"], request(tokens(1, 6)))).toBe("w3");
+    // A router created now replays the in-process history before serving.
+    const second = (await createRouterPolicy("kv", options)) as KvRouter;
+    toClose.push(second);
+    expect(second.indexer.findMatches(tokens(1, 6)).scores.get("w3")).toBe(6);
+    // And engine-reported load feeds the cost: w3 reports a full cache of active blocks.
+    const metrics: WorkerLoadMetrics = {
+      workerId: "w3",
+      activeSequences: 50,
+      waitingSequences: 10,
+      activeKvBlocks: 1_000,
+      totalKvBlocks: 1_000,
+      kvUsage: 1,
+      prefillTokensQueued: 10_000,
+    };
+    await plane.publish(eventSubject(NS, COMPONENT, LOAD_METRICS_TOPIC), metrics);
+    await eventually(() => pickWith(second, ["w1", "w3"], request(tokens(1, 6))) === "w1");
+  });
+
+  it("kv-router - two router replicas share active sequences and do not pile onto one worker", async () => {
+    const bus = new MemoryEventBus();
+    const planeA = new MemoryEventPlane({ bus });
+    const planeB = new MemoryEventPlane({ bus });
+    toClose.push(planeA, planeB);
+    const common = { namespace: NS, component: COMPONENT, blockSize: BLOCK, replicaSync: true };
+    const a = (await createRouterPolicy("kv", { ...common, eventPlane: planeA, rng: mulberry32(8) })) as KvRouter;
+    const b = (await createRouterPolicy("kv", { ...common, eventPlane: planeB, rng: mulberry32(9) })) as KvRouter;
+    toClose.push(a, b);
+    const ids = ["w1", "w2"];
+    const chosenByA = pickWith(a, ids, request(tokens(1, 8), { request_id: "r1" })) as string;
+    await eventually(() => b.active.load(chosenByA).requests === 1);
+    expect(b.active.load(chosenByA)).toEqual(a.active.load(chosenByA));
+    // B sees A's request: the same-sized request goes to the other worker, every time.
+    const chosenByB = pickWith(b, ids, request(tokens(2, 8), { request_id: "r2" }));
+    expect(chosenByB).not.toBe(chosenByA);
+    a.onFirstToken("r1");
+    await eventually(() => b.active.load(chosenByA).prefillTokens === 0);
+    a.onComplete("r1");
+    await eventually(() => b.active.load(chosenByA).requests === 0);
+    // Request ids are per router: B reusing "r1" is a different request to A.
+    expect(a.active.size).toBe(1); // B's r2
+    pickWith(b, ids, request(tokens(3, 1), { request_id: "r1" }));
+    await eventually(() => a.active.size === 2);
+  });
+
+  it("kv-router - metrics count decisions, overlap and predicted load in the given registry", async () => {
+    const registry = new Registry();
+    const indexer = new KvIndexer({ blockSize: BLOCK });
+    const metrics = RouterMetrics.forRegistry(registry);
+    expect(RouterMetrics.forRegistry(registry)).toBe(metrics);
+    const router = new KvRouter({ blockSize: BLOCK, indexer, metrics, modelName: "m1", rng: mulberry32(10) });
+    indexer.applyEvent(storedEvent("w1", 0, tokens(1, 4)));
+    pickWith(router, ["w1"], request(tokens(1, 8), { request_id: "a" }));
+    const text = await registry.metrics();
+    expect(text).toContain('tdist_router_decisions_total{model="m1",policy="kv"} 1');
+    expect(text).toContain('tdist_router_kv_request_blocks_total{model="m1"} 8');
+    expect(text).toContain('tdist_router_kv_overlap_blocks_total{model="m1"} 4');
+    expect(text).toContain('tdist_router_worker_predicted_prefill_tokens{model="m1",worker="w1"} 16');
+    expect(text).toContain("tdist_router_decision_seconds_bucket");
+    await router.close();
+    expect(await registry.metrics()).not.toContain('worker="w1"');
+  });
+
+  it("kv-router - createRouterPolicy validates the mode and the options", async () => {
+    await expect(createRouterPolicy("nope" as never, { blockSize: 4 })).rejects.toMatchObject({
+      code: "invalid_option",
+    });
+    await expect(createRouterPolicy("kv", { blockSize: 4 })).rejects.toMatchObject({ code: "invalid_option" });
+    await expect(createRouterPolicy("round-robin", { blockSize: 0 })).rejects.toMatchObject({ code: "invalid_option" });
+    const rr = await createRouterPolicy("round-robin", { blockSize: 4 });
+    expect(["w1", "w2", "w1"].map(() => pickWith(rr, ["w1", "w2"], request(tokens(1, 1))))).toEqual(["w1", "w2", "w1"]);
+    rr.registerWorker("w1", { kvBlockSize: 64 });
+  });
+});
+
+function hashes(prompt: number[]): string[] {
+  return computeBlockHashes(prompt, BLOCK).map((b) => b.blockHash);
+}

@@ -1,0 +1,121 @@
+import { TdistError } from "@tdist/runtime";
+import { describe, expect, it } from "vitest";
+import { KvScheduler, selectByCost, type WorkerView, workerCosts } from "./kv-scheduler.js";
+
+function view(workerId: string, partial: Partial<WorkerView> = {}): WorkerView {
+  return { workerId, overlapBlocks: 0, prefillTokens: 0, decodeBlocks: 0, activePrefixBlocks: 0, ...partial };
+}
+
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function bump(counts: number[], index: number): void {
+  counts[index] = (counts[index] ?? 0) + 1;
+}
+
+function codeOf(fn: () => unknown): string | undefined {
+  try {
+    fn();
+  } catch (err) {
+    return TdistError.is(err) ? err.code : "not-a-tdist-error";
+  }
+  return undefined;
+}
+
+describe("kv-scheduler", () => {
+  it("kv-scheduler - cost is overlapWeight x prefill blocks + decode blocks", () => {
+    // A 10-block request (block size 16) against three workers.
+    const request = { tokens: 160, blocks: 10 };
+    const costs = workerCosts(
+      [
+        view("w1", { overlapBlocks: 2, decodeBlocks: 9 }),
+        view("w2", { overlapBlocks: 5, decodeBlocks: 4 }),
+        view("w3", { overlapBlocks: 8, prefillTokens: 32, decodeBlocks: 8, activePrefixBlocks: 8 }),
+      ],
+      request,
+      16,
+      1,
+    );
+    // w1: prefill 8, decode 9 + 10 + 1 = 20 -> 28; w2: 5 + (4 + 11) = 20;
+    // w3: prefill (32 + 32) / 16 = 4, decode 8 + (10 - 8) + 1 = 11 -> 15.
+    expect(costs.map((c) => c.cost)).toEqual([28, 20, 15]);
+    expect(costs[2]).toMatchObject({ prefillBlocks: 4, decodeBlocks: 11, busy: false });
+    // Weight 0: pure load balancing.
+    expect(workerCosts([view("a", { overlapBlocks: 10 }), view("b")], request, 16, 0).map((c) => c.cost)).toEqual([
+      11, 11,
+    ]);
+    // A worker holding more than the request never gets negative prefill.
+    expect(workerCosts([view("a", { overlapBlocks: 20 })], request, 16, 1)[0]?.prefillBlocks).toBe(0);
+  });
+
+  it("kv-scheduler - temperature 0 takes the minimum and breaks ties at random", () => {
+    const rng = mulberry32(7);
+    const counts = [0, 0, 0, 0];
+    for (let i = 0; i < 4_000; i++) bump(counts, selectByCost([5, 3, 3, 9], 0, rng));
+    expect(counts[0]).toBe(0);
+    expect(counts[3]).toBe(0);
+    expect(counts[1]).toBeGreaterThan(1_800);
+    expect(counts[2]).toBeGreaterThan(1_800);
+    expect(selectByCost([4], 0, rng)).toBe(0);
+  });
+
+  it("kv-scheduler - temperature > 0 samples with softmax over normalised costs", () => {
+    const rng = mulberry32(11);
+    const costs = [0, 5, 10];
+    const temperature = 0.5;
+    const counts = [0, 0, 0];
+    const n = 20_000;
+    for (let i = 0; i < n; i++) bump(counts, selectByCost(costs, temperature, rng));
+    const weights = [0, 0.5, 1].map((x) => Math.exp(-x / temperature));
+    const total = weights.reduce((a, b) => a + b, 0);
+    weights.forEach((w, i) => {
+      expect(Math.abs((counts[i] as number) / n - w / total)).toBeLessThan(0.015);
+    });
+    // Equal costs: uniform.
+    const even = [0, 0];
+    for (let i = 0; i < 2_000; i++) bump(even, selectByCost([3, 3], 1, rng));
+    expect(Math.abs((even[0] as number) - 1_000)).toBeLessThan(120);
+  });
+
+  it("kv-scheduler - busy workers are skipped unless every worker is busy", () => {
+    const scheduler = new KvScheduler(16, {
+      busyThresholds: { activeDecodeBlocks: 0.9, activePrefillTokens: 1_000 },
+      rng: mulberry32(1),
+    });
+    const request = { tokens: 64, blocks: 4 };
+    // w1 is cheapest by far but its KV is 95% in use; w2 has too much prefill queued.
+    const workers = [
+      view("w1", { overlapBlocks: 4, decodeBlocks: 95, totalKvBlocks: 100 }),
+      view("w2", { prefillTokens: 2_000 }),
+      view("w3", { decodeBlocks: 200, totalKvBlocks: 1_000 }),
+    ];
+    const result = scheduler.schedule(workers, request);
+    expect(result.workerId).toBe("w3");
+    expect(result.costs.map((c) => c.busy)).toEqual([true, true, false]);
+    // All busy: the cheapest of all.
+    expect(scheduler.schedule(workers.slice(0, 2), request).workerId).toBe("w1");
+  });
+
+  it("kv-scheduler - per-request overrides replace the weight and temperature", () => {
+    const scheduler = new KvScheduler(16, { overlapWeight: 1, rng: mulberry32(3) });
+    const request = { tokens: 320, blocks: 20 };
+    const workers = [view("cached", { overlapBlocks: 20, decodeBlocks: 10 }), view("idle")];
+    expect(scheduler.schedule(workers, request).workerId).toBe("cached");
+    expect(scheduler.schedule(workers, request, { overlapWeight: 0 }).workerId).toBe("idle");
+  });
+
+  it("kv-scheduler - invalid options are refused with invalid_option", () => {
+    expect(codeOf(() => new KvScheduler(16, { overlapWeight: -1 }))).toBe("invalid_option");
+    expect(codeOf(() => new KvScheduler(16, { temperature: Number.NaN }))).toBe("invalid_option");
+    expect(codeOf(() => new KvScheduler(16, { busyThresholds: { activeDecodeBlocks: 1.5 } }))).toBe("invalid_option");
+    expect(codeOf(() => new KvScheduler(16).schedule([], { tokens: 1, blocks: 0 }))).toBe("no_instances");
+  });
+});

@@ -1,0 +1,200 @@
+import type { Instance, PickContext, RouterPolicy } from "@tdist/runtime";
+import { TdistError } from "@tdist/runtime";
+import type { PreprocessedRequest } from "../protocol/preprocessed-request.js";
+
+/**
+ * Request annotation the frontend sets to name a request for the router's
+ * lifecycle hooks (`onFirstToken`, `onComplete`, `lastDecision`). Without it
+ * the router makes up an id, readable through `requestIdOf(request)`.
+ */
+export const ROUTER_REQUEST_ID_ANNOTATION = "request_id";
+/** Per-request override of the KV router's overlap weight (a number >= 0). */
+export const ROUTER_OVERLAP_WEIGHT_ANNOTATION = "router_overlap_weight";
+/** Per-request override of the KV router's softmax temperature (a number >= 0). */
+export const ROUTER_TEMPERATURE_ANNOTATION = "router_temperature";
+
+/** Response headers the frontend sets from {@link RoutingDecision}. */
+export const WORKER_HEADER = "x-tdist-worker";
+export const CACHED_BLOCKS_HEADER = "x-tdist-cached-blocks";
+
+/** What a router decided for one request. */
+export interface RoutingDecision {
+  requestId: string;
+  workerId: string;
+  /** Leading prompt blocks the router believed the worker holds (0 for cache-blind policies). */
+  cachedBlocks: number;
+  /** Full blocks of the prompt. */
+  requestBlocks: number;
+  /** The policy that decided (`kv`, `sglang`, ...). */
+  policy: string;
+}
+
+/**
+ * A routing policy of the LLM stack: a runtime {@link RouterPolicy} (the
+ * frontend gives it to the model's client) plus the hooks that keep its
+ * load predictions honest. Every mode implements all hooks; cache-blind
+ * modes simply have nothing to update.
+ *
+ * ```ts
+ * const router = await createRouterPolicy("kv", { eventPlane, namespace, component, blockSize });
+ * const stream = client.generate(request, { router });     // pick() runs synchronously here
+ * const decision = router.lastDecision(requestId);          // -> x-tdist-worker, x-tdist-cached-blocks
+ * // first output: router.onFirstToken(requestId); end (any outcome): router.onComplete(requestId)
+ * ```
+ */
+export interface LlmRouter extends RouterPolicy {
+  /**
+   * A worker's card appeared. Throws `invalid_option` when its KV block
+   * size differs from the router's: the worker is then never routed to
+   * (a silent zero score would hide the misconfiguration).
+   */
+  registerWorker(workerId: string, card: { kvBlockSize: number; limits?: { totalKvBlocks?: number } }): void;
+  /** A worker left discovery: forget its cache and load. */
+  removeWorker(workerId: string): void;
+  /** The request's first output arrived: its prefill is done. */
+  onFirstToken(requestId: string): void;
+  /** The request ended, however it ended (success, error, cancel). Idempotent. */
+  onComplete(requestId: string): void;
+  /** The decision made for a request, while remembered (the most recent 10 000). */
+  lastDecision(requestId: string): RoutingDecision | undefined;
+  /** The id the router used for a request object it routed (the annotation, or a generated one). */
+  requestIdOf(request: unknown): string | undefined;
+  /** Stops subscriptions and timers. */
+  close(): Promise<void>;
+}
+
+const DECISIONS_KEPT = 10_000;
+
+/**
+ * The bookkeeping every {@link LlmRouter} shares: request ids, the bounded
+ * decision log, and the live-instance filter (workers refused at
+ * registration are never picked).
+ */
+export class RouterBookkeeping {
+  private readonly decisions = new Map<string, RoutingDecision>();
+  private readonly idsByRequest = new WeakMap<object, string>();
+  private readonly refused = new Set<string>();
+  private generated = 0;
+
+  constructor(private readonly prefix: string) {}
+
+  /** The request id from the annotation, or a generated one remembered for the request object. */
+  requestId(request: unknown): string {
+    const annotated = (request as PreprocessedRequest | undefined)?.annotations?.[ROUTER_REQUEST_ID_ANNOTATION];
+    if (typeof annotated === "string" && annotated.length > 0) return annotated;
+    if (typeof request === "object" && request !== null) {
+      const known = this.idsByRequest.get(request);
+      if (known !== undefined) return known;
+      const id = `${this.prefix}-${++this.generated}`;
+      this.idsByRequest.set(request, id);
+      return id;
+    }
+    return `${this.prefix}-${++this.generated}`;
+  }
+
+  requestIdOf(request: unknown): string | undefined {
+    const annotated = (request as PreprocessedRequest | undefined)?.annotations?.[ROUTER_REQUEST_ID_ANNOTATION];
+    if (typeof annotated === "string" && annotated.length > 0) return annotated;
+    return typeof request === "object" && request !== null ? this.idsByRequest.get(request) : undefined;
+  }
+
+  record(decision: RoutingDecision): void {
+    this.decisions.delete(decision.requestId);
+    this.decisions.set(decision.requestId, decision);
+    if (this.decisions.size > DECISIONS_KEPT) {
+      const oldest = this.decisions.keys().next().value as string;
+      this.decisions.delete(oldest);
+    }
+  }
+
+  lastDecision(requestId: string): RoutingDecision | undefined {
+    return this.decisions.get(requestId);
+  }
+
+  refuse(workerId: string): void {
+    this.refused.add(workerId);
+  }
+
+  forget(workerId: string): void {
+    this.refused.delete(workerId);
+  }
+
+  /** The instances a policy may pick from (all but refused workers). */
+  eligible(instances: readonly Instance[]): readonly Instance[] {
+    if (this.refused.size === 0) return instances;
+    return instances.filter((instance) => !this.refused.has(instance.instanceId));
+  }
+}
+
+/** Checks a card's block size against the router's; throws `invalid_option` on a mismatch. */
+export function checkBlockSize(workerId: string, routerBlockSize: number, card: { kvBlockSize: number }): void {
+  if (card?.kvBlockSize !== routerBlockSize) {
+    throw new TdistError(
+      "invalid_option",
+      `worker ${workerId} serves KV blocks of ${String(card?.kvBlockSize)} tokens but the router hashes blocks of ${routerBlockSize}: ` +
+        "they must match (set the router's block size from the model card)",
+    );
+  }
+}
+
+/** Reads a PreprocessedRequest's token ids for content-aware policies; throws `bad_request` when absent. */
+export function requestTokens(request: unknown): readonly number[] {
+  const tokens = (request as PreprocessedRequest | undefined)?.tokenIds;
+  if (!Array.isArray(tokens)) {
+    throw new TdistError("bad_request", "content-aware routing needs a PreprocessedRequest with tokenIds");
+  }
+  return tokens;
+}
+
+/**
+ * Wraps a cache-blind runtime policy (round-robin, random, least-loaded,
+ * power-of-two) as an {@link LlmRouter}, so every mode records decisions
+ * and the frontend wires one interface. Block sizes do not matter to these
+ * policies, so `registerWorker` accepts any.
+ */
+export class BasicLlmRouter implements LlmRouter {
+  readonly name: string;
+  private readonly books: RouterBookkeeping;
+
+  constructor(
+    private readonly policy: RouterPolicy,
+    private readonly blockSize: number,
+  ) {
+    this.name = policy.name;
+    this.books = new RouterBookkeeping(policy.name);
+  }
+
+  pick(instances: readonly Instance[], context: PickContext): Instance | undefined {
+    const chosen = this.policy.pick(this.books.eligible(instances), context);
+    if (chosen !== undefined) {
+      const tokens = (context.request as PreprocessedRequest | undefined)?.tokenIds;
+      this.books.record({
+        requestId: this.books.requestId(context.request),
+        workerId: chosen.instanceId,
+        cachedBlocks: 0,
+        requestBlocks: Array.isArray(tokens) ? Math.floor(tokens.length / this.blockSize) : 0,
+        policy: this.name,
+      });
+    }
+    return chosen;
+  }
+
+  /** Cache-blind: a worker's block size does not matter here. */
+  registerWorker(): void {}
+
+  removeWorker(): void {}
+
+  onFirstToken(): void {}
+
+  onComplete(): void {}
+
+  lastDecision(requestId: string): RoutingDecision | undefined {
+    return this.books.lastDecision(requestId);
+  }
+
+  requestIdOf(request: unknown): string | undefined {
+    return this.books.requestIdOf(request);
+  }
+
+  async close(): Promise<void> {}
+}
