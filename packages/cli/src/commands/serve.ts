@@ -27,7 +27,14 @@ const frontendFlags = {
   host: { type: "string" },
   port: { type: "string" },
   "router-mode": { type: "string" },
+  "kv-overlap-weight": { type: "string" },
+  "router-temperature": { type: "string" },
+  "router-replica-sync": { type: "boolean" },
 } as const;
+
+function optional<K extends string>(key: K, value: number | undefined): Partial<Record<K, number>> {
+  return value === undefined ? {} : ({ [key]: value } as Record<K, number>);
+}
 
 function loggerFor(env: NodeJS.ProcessEnv): Logger {
   return createLogger(readEnv(Env.logLevel, env));
@@ -60,6 +67,17 @@ async function startFrontend(
     port:
       numberFlag("port", values.port as string | undefined, { min: 0, integer: true }) ?? readEnv(Env.httpPort, env),
     router: parseRouterMode(values["router-mode"] as string | undefined),
+    kvRouter: {
+      ...optional(
+        "overlapWeight",
+        numberFlag("kv-overlap-weight", values["kv-overlap-weight"] as string | undefined, { min: 0 }),
+      ),
+      ...optional(
+        "temperature",
+        numberFlag("router-temperature", values["router-temperature"] as string | undefined, { min: 0 }),
+      ),
+      ...(values["router-replica-sync"] ? { replicaSync: true } : {}),
+    },
     ...(namespace ? { namespace } : {}),
     logger,
   });

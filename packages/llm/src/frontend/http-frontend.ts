@@ -16,6 +16,8 @@ export interface HttpFrontendOptions {
   port?: number;
   /** Runtime policy or mode, or an LLM router mode (`kv`, `kv-approx`, `sglang`, `llm-d`). */
   router?: RouterPolicy | RouterMode | LlmRouterMode;
+  /** KV router knobs (`kv`, `kv-approx`): overlap weight, softmax temperature, replica sync. */
+  kvRouter?: { overlapWeight?: number; temperature?: number; replicaSync?: boolean };
   /** Only serve models registered in this namespace (default: every namespace). */
   namespace?: string;
   /** Largest request body accepted; larger gets 413. Default 16 MiB. */
@@ -51,6 +53,7 @@ export class HttpFrontend {
       logger,
       ...(options.router ? { router: options.router } : {}),
       registry: metrics.registry,
+      ...(options.kvRouter ? { kvRouter: options.kvRouter } : {}),
       ...(options.namespace ? { namespace: options.namespace } : {}),
     });
     await models.start();

@@ -50,6 +50,8 @@ export interface ModelManagerOptions<P> {
   router?: RouterPolicy | RouterMode | LlmRouterMode;
   /** Where LLM routers register their metrics (the frontend's registry). */
   registry?: Registry;
+  /** KV router knobs (`kv`, `kv-approx`): overlap weight, softmax temperature, replica sync. */
+  kvRouter?: { overlapWeight?: number; temperature?: number; replicaSync?: boolean };
   /** Only watch cards in this namespace (default: all). */
   namespace?: string;
   logger: Logger;
@@ -265,6 +267,15 @@ export class ModelManager<P> {
           runtime: this.runtime,
           modelName: entry.name,
           ...(this.options.registry ? { registry: this.options.registry } : {}),
+          ...(this.options.kvRouter?.replicaSync ? { replicaSync: true } : {}),
+          kv: {
+            ...(this.options.kvRouter?.overlapWeight !== undefined
+              ? { overlapWeight: this.options.kvRouter.overlapWeight }
+              : {}),
+            ...(this.options.kvRouter?.temperature !== undefined
+              ? { temperature: this.options.kvRouter.temperature }
+              : {}),
+          },
         });
         entry.llmRouter = llmRouter;
         for (const worker of entry.workers.values()) this.registerWithRouter(entry, worker.instanceId, worker.card);
