@@ -101,7 +101,11 @@ export async function* runChoices(
         const step = decoder.push(output);
         if (output.finishReason === "error" && !step.finishReason) step.finishReason = "error";
         if (step.text || step.finishReason || step.tokenIds.length > 0) {
-          queue.push({ index, ...step, ...(output.error ? { error: output.error } : {}) });
+          // The decoder returns a fresh object per step: tag it in place (this runs once per token).
+          const event = step as ChoiceEvent;
+          event.index = index;
+          if (output.error) event.error = output.error;
+          queue.push(event);
         }
         if (step.finishReason) {
           finished = step.finishReason;
@@ -129,7 +133,13 @@ export async function* runChoices(
   try {
     for await (const first of queue) {
       // Whatever else is already waiting goes out in the same batch.
-      const batch = [first, ...queue.takeBuffered()];
+      const rest = queue.takeBuffered();
+      if (rest.length === 0 && !("failed" in first)) {
+        emittedAny = true;
+        yield [first];
+        continue;
+      }
+      const batch = [first, ...rest];
       const ready: ChoiceEvent[] = [];
       for (const event of batch) {
         if ("failed" in event) {

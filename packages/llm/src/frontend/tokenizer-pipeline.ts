@@ -86,15 +86,13 @@ export class TokenizerPipeline implements ModelPipeline {
 
   decoder(request: PreprocessedRequest, stopStrings: readonly string[]): ChoiceDecoder {
     const assembler = ResponseAssembler.forRequest(this.preprocessor.tokenizer, request, stopStrings);
-    const toStep = (chunk: ReturnType<ResponseAssembler["push"]>): DecodedStep =>
-      chunk === undefined
-        ? { text: "", tokenIds: [] }
-        : {
-            text: chunk.text,
-            tokenIds: chunk.tokenIds,
-            ...(chunk.logprobs ? { logprobs: chunk.logprobs } : {}),
-            ...(chunk.finishReason ? { finishReason: chunk.finishReason } : {}),
-          };
+    const toStep = (chunk: ReturnType<ResponseAssembler["push"]>): DecodedStep => {
+      if (chunk === undefined) return { text: "", tokenIds: [] };
+      const step: DecodedStep = { text: chunk.text, tokenIds: chunk.tokenIds };
+      if (chunk.logprobs) step.logprobs = chunk.logprobs;
+      if (chunk.finishReason) step.finishReason = chunk.finishReason;
+      return step;
+    };
     return {
       push: (output: EngineOutput) => toStep(assembler.push(output)),
       flush: () => toStep(assembler.finish("error", "the engine stream ended without a finish reason")),
