@@ -115,6 +115,20 @@ export class RouterBookkeeping {
     this.refused.add(workerId);
   }
 
+  /**
+   * Admits a worker whose card's block size matches the router's; refuses it
+   * (never picked) and rethrows `invalid_option` otherwise.
+   */
+  admit(workerId: string, routerBlockSize: number, card: { kvBlockSize: number }): void {
+    try {
+      checkBlockSize(workerId, routerBlockSize, card);
+    } catch (err) {
+      this.refuse(workerId);
+      throw err;
+    }
+    this.forget(workerId);
+  }
+
   forget(workerId: string): void {
     this.refused.delete(workerId);
   }

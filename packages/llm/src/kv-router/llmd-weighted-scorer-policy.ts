@@ -1,13 +1,7 @@
 import type { Instance, PickContext } from "@tdist/runtime";
 import { TdistError } from "@tdist/runtime";
 import { computeBlockHashes } from "../kv/block-hash.js";
-import {
-  checkBlockSize,
-  type LlmRouter,
-  RouterBookkeeping,
-  type RoutingDecision,
-  requestTokens,
-} from "./llm-router.js";
+import { type LlmRouter, RouterBookkeeping, type RoutingDecision, requestTokens } from "./llm-router.js";
 import { RadixTree } from "./radix-tree.js";
 import { type RouterClock, systemRouterClock } from "./router-clock.js";
 import type { RouterMetrics } from "./router-metrics.js";
@@ -161,13 +155,7 @@ export class LlmdWeightedScorerPolicy implements LlmRouter {
   }
 
   registerWorker(workerId: string, card: { kvBlockSize: number }): void {
-    try {
-      checkBlockSize(workerId, this.blockSize, card);
-      this.books.forget(workerId);
-    } catch (err) {
-      this.books.refuse(workerId);
-      throw err;
-    }
+    this.books.admit(workerId, this.blockSize, card);
   }
 
   removeWorker(workerId: string): void {
