@@ -1,5 +1,4 @@
 import type { Msg, NatsConnection } from "@nats-io/transport-node";
-import { Context } from "../context.js";
 import { TdistError, type WireError } from "../errors/tdist-error.js";
 import { connectNats, drainNats } from "../event-plane/nats-connection.js";
 import type { Logger } from "../logger.js";
@@ -21,6 +20,7 @@ import {
   positiveMs,
   responseSubjectOfControl,
 } from "./nats-wire.js";
+import { admitRequest } from "./request-admission.js";
 import type { RequestPlaneServer, ServedHandler, TransportAddress } from "./request-plane.js";
 
 export interface NatsRequestServerOptions {
@@ -262,19 +262,12 @@ export class NatsRequestServer implements RequestPlaneServer {
       fail(TdistError.wrap(err, "protocol_error"));
       return;
     }
-    const entry = this.handlers.get(head.path);
-    if (entry === undefined) {
-      fail(new TdistError("endpoint_not_found", `endpoint ${head.path} is not served here`));
+    const admitted = admitRequest(head, (path) => this.handlers.get(path), this.options.codec);
+    if (admitted instanceof TdistError) {
+      fail(admitted);
       return;
     }
-    let request: unknown;
-    try {
-      request = this.options.codec.decode(head.body);
-    } catch (err) {
-      fail(TdistError.wrap(err, "codec_error"));
-      return;
-    }
-    const ctx = new Context({ requestId: head.headers.requestId, annotations: head.headers.annotations ?? {} });
+    const { entry, request, ctx } = admitted;
     const now = performance.now();
     const state: StreamState = { replyTo, seq: 0, lastSentAt: now, lastHeardAt: now };
     const run = new HandlerRun(ctx, head.headers.credit, this.sinkFor(state));

@@ -1,12 +1,12 @@
 import { type AddressInfo, createServer, type Server, type Socket } from "node:net";
 import { hostname } from "node:os";
-import { Context } from "../context.js";
 import { TdistError, type WireError } from "../errors/tdist-error.js";
 import type { Logger } from "../logger.js";
 import type { Codec } from "./codec.js";
 import { decodeRequestPayload, type Frame, FrameParser, FrameType } from "./frame.js";
 import { FrameWriter } from "./frame-writer.js";
 import { HandlerRun, type ResponseSink } from "./handler-run.js";
+import { admitRequest } from "./request-admission.js";
 import type { RequestPlaneServer, ServedHandler, TransportAddress } from "./request-plane.js";
 
 export interface TcpServerOptions {
@@ -172,19 +172,12 @@ class ServerConnection {
       fail(new TdistError("shutting_down", "instance is shutting down"));
       return;
     }
-    const entry = this.server.lookup(head.path);
-    if (entry === undefined) {
-      fail(new TdistError("endpoint_not_found", `endpoint ${head.path} is not served here`));
+    const admitted = admitRequest(head, (path) => this.server.lookup(path), this.options.codec);
+    if (admitted instanceof TdistError) {
+      fail(admitted);
       return;
     }
-    let request: unknown;
-    try {
-      request = this.options.codec.decode(head.body);
-    } catch (err) {
-      fail(TdistError.wrap(err, "codec_error"));
-      return;
-    }
-    const ctx = new Context({ requestId: head.headers.requestId, annotations: head.headers.annotations ?? {} });
+    const { entry, request, ctx } = admitted;
     const run = new HandlerRun(ctx, head.headers.credit, this.sinkFor(streamId));
     this.runs.set(streamId, run);
     entry.inFlight.add(run);
