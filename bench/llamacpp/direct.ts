@@ -1,20 +1,19 @@
 /**
  * The baseline of bench/llamacpp: node-llama-cpp called directly in this
  * process, set up as `llamacpp-worker-process.ts` sets up its context (same
- * threads, sequences, context size, batch size, flash attention, one
- * sequence per llama.cpp decode) and driven as the engine drives it (an idle
+ * threads, sequences, context size, batch size, flash attention, the
+ * engine's `SequenceBatching`) and driven as the engine drives it (an idle
  * sequence per request, preferring the longest cached prefix; greedy
  * `evaluateWithMetadata` with the engine's default sampling options).
  */
+import { DecodePause, SequenceBatching } from "@tdist/engine-llamacpp";
 import {
-  type BatchItem,
   getLlama,
   type Llama,
   type LlamaContext,
   type LlamaContextSequence,
   LlamaLogLevel,
   type LlamaModel,
-  type PrioritizedBatchItem,
   type Token,
 } from "node-llama-cpp";
 
@@ -34,12 +33,6 @@ export interface GenerationSample {
   ok: boolean;
 }
 
-/** The engine's default batching: one sequence's pending tokens per decode (see `oneSequencePerDecode` there). */
-function oneSequencePerDecode({ items, size }: { items: readonly BatchItem[]; size: number }): PrioritizedBatchItem[] {
-  const item = items[0];
-  return item === undefined ? [] : [{ item, processAmount: Math.min(item.tokens.length, size) }];
-}
-
 function commonPrefixLength(a: readonly number[], b: readonly number[]): number {
   const limit = Math.min(a.length, b.length);
   let i = 0;
@@ -57,6 +50,7 @@ export class DirectLlama {
   readonly #slots: Slot[];
   readonly #waiters: { prompt: readonly number[]; resolve: (slot: Slot) => void }[] = [];
   #clock = 0;
+  readonly #pause = new DecodePause();
 
   private constructor(
     readonly llama: Llama,
@@ -79,14 +73,16 @@ export class DirectLlama {
       logLevel: LlamaLogLevel.error,
     });
     const model = await llama.loadModel({ modelPath: options.modelPath });
+    const batching = new SequenceBatching();
     const context = await model.createContext({
       sequences: options.sequences,
       contextSize: options.contextSize,
       batchSize: options.batchSize,
       threads: options.threads,
       flashAttention: options.flashAttention,
-      batching: { itemPrioritizationStrategy: oneSequencePerDecode },
+      batching: { itemPrioritizationStrategy: batching.prioritize },
     });
+    batching.attach(context);
     return new DirectLlama(llama, model, context, options.sequences);
   }
 
@@ -104,9 +100,8 @@ export class DirectLlama {
     try {
       const sequence = slot.sequence;
       const keep = Math.min(commonPrefixLength(sequence.contextTokens, prompt), prompt.length - 1);
-      if (sequence.nextTokenIndex > keep) {
-        await sequence.eraseContextTokenRanges([{ start: keep, end: sequence.nextTokenIndex }]);
-      }
+      const end = sequence.nextTokenIndex;
+      if (end > keep) await this.#pause.during(() => sequence.eraseContextTokenRanges([{ start: keep, end }]));
       const iterator = sequence.evaluateWithMetadata(
         prompt.slice(keep) as Token[],
         { confidence: false, probabilities: false },
@@ -115,6 +110,7 @@ export class DirectLlama {
       for await (const _ of iterator) {
         if (++tokens === 1) ttftMs = performance.now() - started;
         if (tokens >= maxTokens) break;
+        if (this.#pause.paused) await this.#pause.resumed();
       }
       return { ttftMs, tokens, ok: tokens === maxTokens };
     } finally {

@@ -36,7 +36,7 @@ const engineConfig = {
   contextSize: Math.min(description.trainedContextLength ?? 4096, 4096),
   batchSize: 512,
   flashAttention: false,
-  batching: "one sequence per decode (the engine's default; batchAcrossSequences false)",
+  batching: "SequenceBatching: running decodes together in sequence-id order, alternating with one prompt alone",
 };
 const config = {
   quick,
@@ -51,10 +51,7 @@ const config = {
   http: "tdist run --engine llamacpp child process, streaming /v1/completions over keep-alive HTTP",
   direct: "node-llama-cpp in the bench process, context and sequence pool as llamacpp-worker-process.ts",
   ttft: "HTTP: request sent to first SSE event (client side); direct: call to first token",
-  c8Ttft:
-    "informational: with one sequence per decode, a request whose sequence needs its old tokens erased waits for " +
-    "node-llama-cpp's context lock, which the decode loop holds while any sequence has a decode queued; the direct " +
-    "clients start in lockstep and rarely hit it, staggered HTTP arrivals do (see the p90s below)",
+  c8Ttft: "informational: at c8 a new request waits for its sequence's old tokens to be erased (a DecodePause)",
   cpu: "CPU ms per generated token (user + system, all threads): direct = this process; HTTP = this process (client) + the tdist run process (frontend, worker) + its llama.cpp child",
 };
 

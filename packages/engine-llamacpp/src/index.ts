@@ -19,6 +19,7 @@
  *
  * Or in one call: `await serveLlamaCppWorker(runtime, { namespace: "tdist", engine: { modelPath } })`.
  */
+export { DecodePause } from "./decode-pause.js";
 export {
   describeGgufModel,
   type GgufModelDescription,
@@ -43,6 +44,7 @@ export {
   resolveLlamaCppEngineOptions,
 } from "./llamacpp-options.js";
 export { isRemoteModelReference, type ResolveModelOptions, resolveModelReference } from "./model-reference.js";
+export { oneSequencePerDecode, SequenceBatching } from "./sequence-batching.js";
 export {
   type LlamaCppWorkerOptions,
   type ServedLlamaCppWorker,

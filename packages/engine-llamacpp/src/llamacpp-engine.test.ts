@@ -30,7 +30,6 @@ const start = (options: Partial<Parameters<typeof LlamaCppEngine.start>[0]> = {}
       modelPath,
       contextSize: 256,
       sequences: 8,
-      ...(process.env.TDIST_TEST_BATCH_ACROSS_SEQUENCES ? { batchAcrossSequences: true } : {}),
       ...options,
     }),
   );
@@ -116,7 +115,7 @@ describe("llamacpp engine", () => {
   it("llamacpp engine - 8 concurrent requests give the same tokens as 8 sequential ones", async () => {
     // Prompts of different lengths: sequences at different positions decode together.
     const requests = prompts(8).map((prompt, i) =>
-      request([...prompt.slice(0, 5), ...prompt.slice(4, 4 + i), ...prompt.slice(5)], 24),
+      request([...prompt.slice(0, 5), ...prompt.slice(4, 4 + i), ...prompt.slice(5)], 64),
     );
     const sequential: number[][] = [];
     for (const req of requests) sequential.push(tokensOf(await collect(engine, req)));
@@ -146,6 +145,24 @@ describe("llamacpp engine", () => {
       return (await Promise.all(running)).reverse();
     });
     expect(staggered).toEqual(sequential);
+
+    // Churn: 16 requests of different lengths, 8 in flight; each one that ends frees its
+    // sequence to the next, so batches hold sequences in every order of arrival.
+    const churn = prompts(16).map((prompt, i) => request([...prompt.slice(0, 4), ...prompt], 8 + ((i * 13) % 41)));
+    const churnSequential: number[][] = [];
+    for (const req of churn) churnSequential.push(tokensOf(await collect(engine, req)));
+    const churnConcurrent = await bounded("16 requests, 8 in flight", async () => {
+      const results: number[][] = [];
+      let next = 0;
+      const lane = async (): Promise<void> => {
+        for (let i = next++; i < churn.length; i = next++) {
+          results[i] = tokensOf(await collect(engine, churn[i] as (typeof churn)[number]));
+        }
+      };
+      await Promise.all(Array.from({ length: 8 }, lane));
+      return results;
+    });
+    expect(churnConcurrent).toEqual(churnSequential);
   });
 
   it("llamacpp engine - max tokens ends with length", async () => {

@@ -28,12 +28,10 @@ export interface LlamaCppEngineOptions {
    */
   flashAttention?: boolean;
   /**
-   * Decode several sequences in one llama.cpp batch. Default false: with
-   * node-llama-cpp 3.21.1 (one KV stream per sequence) this gave concurrent
-   * requests wrong tokens, sampled from each other's logits, whenever
-   * sequences of different lengths shared a batch; it is kept only to
-   * re-check newer versions. Without it, requests still run concurrently,
-   * interleaved one decode per sequence.
+   * Decode the running sequences together in one llama.cpp batch
+   * (continuous batching; see `SequenceBatching`). Default true. False
+   * decodes one sequence's tokens per batch, interleaving requests token by
+   * token: slower, kept for comparing the two.
    */
   batchAcrossSequences?: boolean;
   /** GPU backend. Default false (CPU). With `build: "never"`, a GPU needs its prebuilt `@node-llama-cpp/*` package installed. */
@@ -100,7 +98,7 @@ export function resolveLlamaCppEngineOptions(options: LlamaCppEngineOptions): Re
     sequences: integer("sequences", options.sequences, 8, 1, 256),
     batchSize: integer("batchSize", options.batchSize, 512, 1, 1 << 20),
     flashAttention: options.flashAttention ?? false,
-    batchAcrossSequences: options.batchAcrossSequences ?? false,
+    batchAcrossSequences: options.batchAcrossSequences ?? true,
     gpu,
     creditWindow: integer("creditWindow", options.creditWindow, 256, 1),
     loadTimeoutMs: integer("loadTimeoutMs", options.loadTimeoutMs, 300_000, 1),

@@ -10,20 +10,23 @@
  * batches the sequences' pending tokens into one decode per step, which is
  * continuous batching: requests join and leave between steps.
  *
+ * Decodes batch across sequences (`SequenceBatching`); work that changes a
+ * sequence's KV cache pauses decoding briefly (`DecodePause`) so it does not
+ * wait for every other stream to end.
+ *
  * Started by the parent only (it needs the IPC channel); see `worker-entry.ts`.
  */
 import {
-  type BatchItem,
   getLlama,
   type Llama,
   type LlamaContext,
   type LlamaContextSequence,
   LlamaLogLevel,
   type LlamaModel,
-  type PrioritizedBatchItem,
   type Token,
   TokenBias,
 } from "node-llama-cpp";
+import { DecodePause } from "./decode-pause.js";
 import type {
   ChildMessage,
   ParentMessage,
@@ -33,6 +36,7 @@ import type {
   WorkerGenerateRequest,
   WorkerTokenLogprob,
 } from "./llamacpp-ipc.js";
+import { oneSequencePerDecode, SequenceBatching } from "./sequence-batching.js";
 
 /** Errors the parent reports as the caller's fault, not the engine's. */
 class BadRequestError extends Error {}
@@ -67,21 +71,6 @@ function commonPrefixLength(a: readonly number[], b: readonly number[]): number 
   let i = 0;
   while (i < limit && a[i] === b[i]) i++;
   return i;
-}
-
-/**
- * Batch prioritization that puts one sequence's pending tokens in each
- * llama.cpp decode (the first queued; the others wait for the next decode,
- * a few ms later). node-llama-cpp 3.21.1 keeps one KV stream per sequence,
- * and its llama.cpp returns wrong logits when sequences of different lengths
- * share a ubatch: concurrent requests then got tokens sampled from each
- * other's distributions (measured: 45 of 56 staggered greedy streams
- * diverged from their sequential output, with choices outside the true top 2).
- * Sequences still interleave token by token, so requests run concurrently.
- */
-function oneSequencePerDecode({ items, size }: { items: readonly BatchItem[]; size: number }): PrioritizedBatchItem[] {
-  const item = items[0];
-  return item === undefined ? [] : [{ item, processAmount: Math.min(item.tokens.length, size) }];
 }
 
 interface Slot {
@@ -175,6 +164,7 @@ class Worker {
   #context: LlamaContext | undefined;
   #pool: SequencePool | undefined;
   #config: WorkerConfig | undefined;
+  readonly #pause = new DecodePause();
   /** The empty bias a `minTokens` request switches to once its minimum is out. */
   #noBias: TokenBias | undefined;
 
@@ -191,14 +181,18 @@ class Worker {
       this.#llama = llama;
       const model = await llama.loadModel({ modelPath: config.modelPath });
       this.#model = model;
+      const batching = new SequenceBatching();
       const context = await model.createContext({
         sequences: config.sequences,
         contextSize: config.contextSize,
         batchSize: config.batchSize,
         threads: config.threads,
         flashAttention: config.flashAttention,
-        ...(config.batchAcrossSequences ? {} : { batching: { itemPrioritizationStrategy: oneSequencePerDecode } }),
+        batching: {
+          itemPrioritizationStrategy: config.batchAcrossSequences ? batching.prioritize : oneSequencePerDecode,
+        },
       });
+      batching.attach(context);
       this.#context = context;
       this.#pool = new SequencePool(context, config.sequences);
       this.#noBias = new TokenBias(model.tokenizer);
@@ -313,10 +307,11 @@ class Worker {
       const sequence = slot.sequence;
       const prompt = request.tokenIds;
       if (request.statePath !== undefined) {
-        await sequence.loadStateFromFile(request.statePath, { acceptRisk: true });
+        const statePath = request.statePath;
+        await this.#pause.during(() => sequence.loadStateFromFile(statePath, { acceptRisk: true }));
         const loaded = sequence.contextTokens;
         if (loaded.length >= prompt.length || commonPrefixLength(loaded, prompt) !== loaded.length) {
-          await sequence.clearHistory();
+          await this.#pause.during(() => sequence.clearHistory());
           throw new BadRequestError(
             `the KV state holds ${loaded.length} tokens that are not a proper prefix of the ${prompt.length}-token prompt`,
           );
@@ -324,9 +319,7 @@ class Worker {
       }
       // Reuse the sequence's cached prefix; at least the last prompt token is evaluated, for its logits.
       const keep = Math.min(commonPrefixLength(sequence.contextTokens, prompt), prompt.length - 1);
-      if (sequence.nextTokenIndex > keep) {
-        await sequence.eraseContextTokenRanges([{ start: keep, end: sequence.nextTokenIndex }]);
-      }
+      await this.#eraseFrom(sequence, keep);
       cachedTokens = keep;
       if (active.killed.signal.aborted) {
         done("killed");
@@ -415,6 +408,7 @@ class Worker {
           ...(firstMessage ? { cachedTokens } : {}),
         });
         firstMessage = false;
+        if (this.#pause.paused) await this.#pause.resumed();
         active.credit--;
         while (active.credit <= 0 && !active.killed.signal.aborted && !active.stopRequested) {
           await new Promise<void>((resolve) => {
@@ -432,6 +426,12 @@ class Worker {
       this.#active.delete(active.id);
       if (slot !== undefined) pool.release(slot);
     }
+  }
+
+  /** Drops the sequence's tokens from `start` on, pausing decoding so the erase need not wait for the other streams. */
+  async #eraseFrom(sequence: LlamaContextSequence, start: number): Promise<void> {
+    if (sequence.nextTokenIndex <= start) return;
+    await this.#pause.during(() => sequence.eraseContextTokenRanges([{ start, end: sequence.nextTokenIndex }]));
   }
 
   async #call(callId: number, call: WorkerCall): Promise<void> {
@@ -460,9 +460,7 @@ class Worker {
         try {
           const sequence = slot.sequence;
           const keep = commonPrefixLength(sequence.contextTokens, call.tokenIds);
-          if (sequence.nextTokenIndex > keep) {
-            await sequence.eraseContextTokenRanges([{ start: keep, end: sequence.nextTokenIndex }]);
-          }
+          await this.#eraseFrom(sequence, keep);
           if (keep < call.tokenIds.length) {
             await sequence.evaluateWithoutGeneratingNewTokens(call.tokenIds.slice(keep) as Token[]);
           }
@@ -475,7 +473,7 @@ class Worker {
       case "importState": {
         const slot = await pool.acquire([]);
         try {
-          await slot.sequence.loadStateFromFile(call.path, { acceptRisk: true });
+          await this.#pause.during(() => slot.sequence.loadStateFromFile(call.path, { acceptRisk: true }));
           return { tokenCount: slot.sequence.nextTokenIndex };
         } finally {
           pool.release(slot);
