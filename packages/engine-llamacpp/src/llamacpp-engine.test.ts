@@ -17,6 +17,7 @@ import {
   tinyModelPath,
   tokensOf,
 } from "./testing/llamacpp-fixtures.js";
+import { makeTinyModel } from "./tiny-model.js";
 
 const START_BOUND_MS = 60_000;
 
@@ -365,6 +366,35 @@ describe("llamacpp engine across processes", () => {
     const next = await collect(other, request(prompt, 4));
     expect(finishOf(next)).toBe("length");
     expect(tokensOf(next)).toHaveLength(4);
+  });
+});
+
+describe("llamacpp engine with the GPT-2 vocabulary", () => {
+  it("llamacpp engine - a gpt2-vocab tiny model tokenizes like the frontend and generates", async () => {
+    const out = join(scratch, "gpt2.gguf");
+    const made = await withTimeout("making the gpt2 model", START_BOUND_MS, undefined, () =>
+      makeTinyModel({ out, vocab: "gpt2" }),
+    );
+    expect(made.vocabSize).toBe(50257);
+    const gpt2 = await start({ modelPath: out });
+    try {
+      const files = builtinTokenizerFiles("gpt2");
+      const assets = gpt2.modelAssets();
+      expect(assets.tokenizerJson).toBe(files.tokenizerJson);
+      expect(assets.cardFields.eosToken).toBe("<|endoftext|>");
+      const frontend = Tokenizer.fromFiles({
+        tokenizerJson: assets.tokenizerJson,
+        tokenizerConfig: files.tokenizerConfig,
+      });
+      for (const text of TOKENIZER_SAMPLES) {
+        expect(await bounded("tokenize", () => gpt2.tokenize(text))).toEqual(frontend.encode(text));
+      }
+      const outputs = await collect(gpt2, request(frontend.encode("Hello there, tiny model"), 8));
+      expect(tokensOf(outputs)).toHaveLength(8);
+      expect(tokensOf(outputs).every((id) => id >= 0 && id < 50257)).toBe(true);
+    } finally {
+      await gpt2.close();
+    }
   });
 });
 

