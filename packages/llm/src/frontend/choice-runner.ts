@@ -1,4 +1,4 @@
-import { AsyncQueue, TdistError } from "@tdist/runtime";
+import { TdistError } from "@tdist/runtime";
 import type { RoutingDecision } from "../kv-router/llm-router.js";
 import type { EngineOutput, FinishReason, TokenLogprob } from "../protocol/engine-output.js";
 import type { PreprocessedRequest } from "../protocol/preprocessed-request.js";
@@ -32,49 +32,37 @@ export interface ChoiceTotals {
   tokenTimes: number[];
 }
 
-/**
- * Merges consecutive events of the same choice into one, so a client (or an
- * engine) that runs ahead is answered with fewer, larger SSE chunks instead
- * of one per token. Order within a choice is kept.
- */
-export function coalesceEvents(events: readonly ChoiceEvent[]): ChoiceEvent[] {
-  const out: ChoiceEvent[] = [];
-  for (const event of events) {
-    const last = out[out.length - 1];
-    if (last && last.index === event.index && !last.finishReason && !last.error) {
-      out[out.length - 1] = {
-        index: event.index,
-        text: last.text + event.text,
-        tokenIds: [...last.tokenIds, ...event.tokenIds],
-        ...(last.logprobs || event.logprobs ? { logprobs: [...(last.logprobs ?? []), ...(event.logprobs ?? [])] } : {}),
-        ...(event.finishReason ? { finishReason: event.finishReason } : {}),
-        ...(event.error ? { error: event.error } : {}),
-      };
-    } else {
-      out.push(event);
-    }
-  }
-  return out;
-}
+/** Receives a request's choice events one at a time, as they are decoded. */
+export type ChoiceSink = (event: ChoiceEvent) => void;
 
 /**
  * Runs every choice of a request concurrently through the model's engine
- * workers and yields their decoded events in arrival order. A stop string
- * ends a choice and kills its engine request; aborting `signal` (the client
- * left) kills them all. An error before any output is thrown (so the route
- * can answer with an HTTP error); after output it ends that choice with
+ * workers and hands each decoded event to `sink` as soon as it is decoded,
+ * in arrival order (no queue and no await between the engine's output and
+ * the sink). Between engine outputs a choice waits on `backpressure()` when
+ * it returns a promise (the client is behind). A stop string ends a choice
+ * and kills its engine request; aborting `signal` (the client left) kills
+ * them all. Resolves once every choice has ended. A failure before any event
+ * was emitted rejects (so the route can answer with an HTTP error) and
+ * cancels the other choices silently; after output it ends that choice with
  * `finish_reason: "error"`.
  */
-export async function* runChoices(
+export async function runChoices(
   entry: ModelEntry<ModelPipeline>,
   choices: readonly ChoiceSpec[],
   stopStrings: readonly string[],
   signal: AbortSignal,
   totals: ChoiceTotals,
-): AsyncGenerator<ChoiceEvent[]> {
-  const queue = new AsyncQueue<ChoiceEvent | { failed: unknown }>();
-  let pending = choices.length;
+  sink: ChoiceSink,
+  backpressure: () => Promise<void> | undefined = () => undefined,
+): Promise<void> {
   let emittedAny = false;
+  let failedEarly: { error: unknown } | undefined;
+  const emit = (event: ChoiceEvent): void => {
+    if (failedEarly) return;
+    emittedAny = true;
+    sink(event);
+  };
   const controller = new AbortController();
   const onAbort = (): void => controller.abort(signal.reason);
   signal.addEventListener("abort", onAbort, { once: true });
@@ -105,62 +93,40 @@ export async function* runChoices(
           const event = step as ChoiceEvent;
           event.index = index;
           if (output.error) event.error = output.error;
-          queue.push(event);
+          emit(event);
         }
         if (step.finishReason) {
           finished = step.finishReason;
           break;
         }
+        const behind = backpressure();
+        if (behind) await behind;
       }
       if (!finished) {
         const step = decoder.flush();
-        queue.push({ index, ...step, finishReason: step.finishReason ?? "stop" });
+        emit({ index, ...step, finishReason: step.finishReason ?? "stop" });
       }
     } catch (err) {
       if (controller.signal.aborted) {
-        queue.push({ index, text: "", tokenIds: [], finishReason: "cancelled" });
+        emit({ index, text: "", tokenIds: [], finishReason: "cancelled" });
+      } else if (!emittedAny) {
+        failedEarly ??= { error: err };
+        controller.abort(RESPONSE_FINISHED);
       } else {
-        queue.push({ failed: err, index } as { failed: unknown });
+        const message = err instanceof Error ? err.message : String(err);
+        emit({ index, text: "", tokenIds: [], finishReason: "error", error: message });
       }
     } finally {
       if (routedId !== undefined) router?.onComplete(routedId);
       totals.completionTokens += decoder.completionTokens;
-      if (--pending === 0) queue.end();
     }
   };
 
-  for (const choice of choices) void runOne(choice);
   try {
-    for await (const first of queue) {
-      // Whatever else is already waiting goes out in the same batch.
-      const rest = queue.takeBuffered();
-      if (rest.length === 0 && !("failed" in first)) {
-        emittedAny = true;
-        yield [first];
-        continue;
-      }
-      const batch = [first, ...rest];
-      const ready: ChoiceEvent[] = [];
-      for (const event of batch) {
-        if ("failed" in event) {
-          if (!emittedAny && ready.length === 0) throw event.failed;
-          const message = event.failed instanceof Error ? event.failed.message : String(event.failed);
-          ready.push({
-            index: (event as unknown as { index: number }).index,
-            text: "",
-            tokenIds: [],
-            finishReason: "error",
-            error: message,
-          });
-          continue;
-        }
-        ready.push(event);
-      }
-      emittedAny = true;
-      yield coalesceEvents(ready);
-    }
+    await Promise.all(choices.map(runOne));
   } finally {
     signal.removeEventListener("abort", onAbort);
     controller.abort(RESPONSE_FINISHED);
   }
+  if (failedEarly) throw failedEarly.error;
 }

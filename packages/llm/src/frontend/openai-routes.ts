@@ -159,16 +159,15 @@ async function serve(
   metrics.inflight.inc({ model });
   let status = "success";
   try {
-    const events = runChoices(plan.entry, plan.choices, plan.stopStrings, clientGone.signal, totals);
     if (plan.stream) {
-      await streamResponse(plan, reply, events, totals);
+      await streamResponse(plan, reply, clientGone.signal, totals);
       if (clientGone.signal.aborted) {
         status = "disconnected";
         metrics.disconnects.inc({ model });
       }
       return reply;
     }
-    const body = await unaryResponse(plan, events, totals);
+    const body = await unaryResponse(plan, clientGone.signal, totals);
     void reply.headers(decisionHeaders(totals));
     return body;
   } catch (err) {
@@ -244,77 +243,89 @@ function chunkWriter(
 async function streamResponse(
   plan: RequestPlan,
   reply: FastifyReply,
-  events: AsyncGenerator<ChoiceEvent[]>,
+  clientGone: AbortSignal,
   totals: ChoiceTotals,
 ): Promise<void> {
-  // Wait for the first event before committing to a 200, so early failures get a proper HTTP error.
-  const first = await events.next();
-  reply.hijack();
-  const sse = new SseWriter(reply.raw);
-  sse.start(decisionHeaders(totals));
   const base = { id: plan.id, created: plan.created, model: plan.entry.name };
-  if (plan.kind === "chat") {
-    for (const choice of plan.choices) {
-      const chunk: ChatCompletionChunk = {
-        ...base,
-        object: "chat.completion.chunk",
-        choices: [
-          { index: choice.index, delta: { role: "assistant", content: "" }, finish_reason: null, logprobs: null },
-        ],
-      };
-      await sse.send(chunk);
-    }
-  }
   const chunkOf = chunkWriter(plan, base);
-  try {
-    let result = first;
-    while (!result.done && !sse.closed.aborted) {
-      for (const event of result.value) {
-        await sse.sendJson(chunkOf(event));
-        if (event.error) {
-          await sse.send({ error: { message: event.error, type: "internal_server_error", param: null, code: null } });
-        }
-        if (sse.closed.aborted) break;
+  let sse: SseWriter | undefined;
+  // Commits to a 200 on the first event, so failures before it get a proper HTTP error.
+  const start = (): SseWriter => {
+    reply.hijack();
+    const writer = new SseWriter(reply.raw);
+    writer.start(decisionHeaders(totals));
+    if (plan.kind === "chat") {
+      for (const choice of plan.choices) {
+        const chunk: ChatCompletionChunk = {
+          ...base,
+          object: "chat.completion.chunk",
+          choices: [
+            { index: choice.index, delta: { role: "assistant", content: "" }, finish_reason: null, logprobs: null },
+          ],
+        };
+        writer.send(chunk);
       }
-      if (!sse.closed.aborted) result = await events.next();
     }
-  } finally {
-    if (sse.closed.aborted) {
-      await events.return(undefined);
-      sse.end();
-    }
+    return writer;
+  };
+  // Events are queued as they are decoded and written once per turn; only a slow client makes a choice wait.
+  await runChoices(
+    plan.entry,
+    plan.choices,
+    plan.stopStrings,
+    clientGone,
+    totals,
+    (event) => {
+      if (clientGone.aborted) return;
+      sse ??= start();
+      sse.sendJson(chunkOf(event));
+      if (event.error) {
+        sse.send({ error: { message: event.error, type: "internal_server_error", param: null, code: null } });
+      }
+    },
+    () => sse?.backpressure,
+  );
+  sse ??= start();
+  if (sse.closed.aborted || clientGone.aborted) {
+    sse.end();
+    return;
   }
-  if (sse.closed.aborted) return;
   if (plan.includeUsage) {
-    await sse.send({
+    sse.send({
       ...base,
       object: plan.kind === "chat" ? "chat.completion.chunk" : "text_completion",
       choices: [],
       usage: usageOf(plan, totals),
     });
   }
-  await sse.done();
+  sse.done();
 }
 
 async function unaryResponse(
   plan: RequestPlan,
-  events: AsyncGenerator<ChoiceEvent[]>,
+  clientGone: AbortSignal,
   totals: ChoiceTotals,
 ): Promise<ChatCompletionResponse | CompletionResponse> {
   const texts = new Map<number, string[]>();
   const reasons = new Map<number, OpenAIFinishReason>();
   const logprobs = new Map<number, TokenLogprob[]>();
-  for await (const batch of events)
-    for (const event of batch) {
-      let parts = texts.get(event.index);
-      if (!parts) {
-        parts = [];
-        texts.set(event.index, parts);
-      }
-      if (event.text) parts.push(event.text);
-      if (event.logprobs) logprobs.set(event.index, [...(logprobs.get(event.index) ?? []), ...event.logprobs]);
-      if (event.finishReason) reasons.set(event.index, event.finishReason);
+  await runChoices(plan.entry, plan.choices, plan.stopStrings, clientGone, totals, (event) => {
+    let parts = texts.get(event.index);
+    if (!parts) {
+      parts = [];
+      texts.set(event.index, parts);
     }
+    if (event.text) parts.push(event.text);
+    if (event.logprobs) {
+      let entries = logprobs.get(event.index);
+      if (!entries) {
+        entries = [];
+        logprobs.set(event.index, entries);
+      }
+      entries.push(...event.logprobs);
+    }
+    if (event.finishReason) reasons.set(event.index, event.finishReason);
+  });
   const pipeline = plan.entry.pipeline;
   const base = { id: plan.id, created: plan.created, model: plan.entry.name, usage: usageOf(plan, totals) };
   const indexes = plan.choices.map((choice) => choice.index);

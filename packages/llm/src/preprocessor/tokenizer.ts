@@ -3,6 +3,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 import { TdistError } from "@tdist/runtime";
+import { speedUpPreTokenizers } from "./pre-tokenizer-speedups.js";
 import { type TokenDecodeStrategy, tokenDecodeStrategy, tokenToBytes } from "./token-bytes.js";
 import { chatTemplateFromConfig, specialTokenContent, type TokenizerConfig } from "./tokenizer-config.js";
 
@@ -85,6 +86,7 @@ function buildVocabulary(
   } catch (err) {
     throw TdistError.wrap(err, "bad_request", "cannot build tokenizer from tokenizer.json");
   }
+  speedUpPreTokenizers(hf);
   const addedTokens = Array.isArray(parsed.added_tokens) ? parsed.added_tokens : [];
   return { hf, addedTokens, decoder: parsed.decoder, loadMs: performance.now() - started };
 }
