@@ -1,5 +1,6 @@
+import { createEchoEngine } from "@tdist/engine-echo";
 import { serveMockerWorker } from "@tdist/engine-mocker";
-import { HttpFrontend, TokenizerPipeline } from "@tdist/llm";
+import { builtinModelAssets, HttpFrontend, serveModel, TokenizerPipeline } from "@tdist/llm";
 import { DistributedRuntime, delay, MemoryDiscoveryStore, MemoryEventBus } from "@tdist/runtime";
 import { describe, expect, it } from "vitest";
 
@@ -48,6 +49,58 @@ describe("kv routing - through the HTTP frontend", () => {
     } finally {
       await frontend.close();
       await Promise.all(runtimes.map((rt) => rt.shutdown({ graceMs: 200 })));
+    }
+  });
+});
+
+describe("kv routing - per-request overrides", () => {
+  it("kv routing - nvext.router_config_override reaches the router as annotations; bad values are 400s naming the field", async () => {
+    const store = new MemoryDiscoveryStore();
+    const make = () => DistributedRuntime.create({ env: {}, discovery: { kind: "memory", store } });
+    const worker = await make();
+    const fe = await make();
+    const seen: (Record<string, string> | undefined)[] = [];
+    const echo = createEchoEngine();
+    const assets = builtinModelAssets();
+    await serveModel(worker, {
+      namespace: "kvover",
+      tokenizerJson: assets.tokenizerJson,
+      engine: (request, ctx) => {
+        seen.push(request.annotations);
+        return echo(request, ctx);
+      },
+      card: { name: "echo", engine: "echo", ...assets.cardFields, kvBlockSize: 16, limits: {} },
+    });
+    const frontend = await HttpFrontend.start({
+      runtime: fe,
+      createPipeline: TokenizerPipeline.create,
+      port: 0,
+      router: "kv",
+    });
+    try {
+      await frontend.models.waitForModel("echo");
+      const post = (nvext: unknown) =>
+        fetch(`${frontend.url}/v1/chat/completions`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ model: "echo", messages: [{ role: "user", content: "hi" }], max_tokens: 2, nvext }),
+        });
+      const ok = await post({ router_config_override: { overlap_score_weight: 0, router_temperature: 0.5 } });
+      expect(ok.status).toBe(200);
+      await ok.json();
+      expect(seen.at(-1)).toMatchObject({ router_overlap_weight: "0", router_temperature: "0.5" });
+      const plain = await post(undefined);
+      await plain.json();
+      expect(seen.at(-1)?.router_overlap_weight).toBeUndefined();
+
+      const bad = await post({ router_config_override: { overlap_score_weight: -1 } });
+      expect(bad.status).toBe(400);
+      const error = (await bad.json()) as { error: { param: string; type: string } };
+      expect(error.error.type).toBe("invalid_request_error");
+      expect(error.error.param).toBe("nvext.router_config_override.overlap_score_weight");
+    } finally {
+      await frontend.close();
+      await Promise.all([worker, fe].map((rt) => rt.shutdown({ graceMs: 200 })));
     }
   });
 });

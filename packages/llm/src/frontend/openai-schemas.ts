@@ -49,6 +49,18 @@ const common = {
   user: { type: "string" },
   ignore_eos: { type: "boolean" },
   min_tokens: { type: "integer", minimum: 0 },
+  nvext: {
+    type: "object",
+    properties: {
+      router_config_override: {
+        type: "object",
+        properties: {
+          overlap_score_weight: { type: "number", minimum: 0, maximum: 1_000_000 },
+          router_temperature: { type: "number", minimum: 0, maximum: 1_000_000 },
+        },
+      },
+    },
+  },
 } as const;
 
 const contentPart = {

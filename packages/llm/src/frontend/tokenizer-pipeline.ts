@@ -1,4 +1,5 @@
 import { ResponseAssembler } from "../backend/response-assembler.js";
+import { ROUTER_OVERLAP_WEIGHT_ANNOTATION, ROUTER_TEMPERATURE_ANNOTATION } from "../kv-router/llm-router.js";
 import type { ModelCard } from "../model-card/model-card.js";
 import { type GenerationParams, Preprocessor } from "../preprocessor/preprocessor.js";
 import { loadTokenizer } from "../preprocessor/tokenizer.js";
@@ -26,11 +27,26 @@ function samplingOf(body: CommonRequestFields): SamplingOptions {
   } as SamplingOptions);
 }
 
+/** `nvext.router_config_override` as the annotations the KV router reads. */
+function routerAnnotations(body: CommonRequestFields): Record<string, string> | undefined {
+  const override = body.nvext?.router_config_override;
+  if (override === undefined) return undefined;
+  const annotations: Record<string, string> = {};
+  if (override.overlap_score_weight !== undefined) {
+    annotations[ROUTER_OVERLAP_WEIGHT_ANNOTATION] = String(override.overlap_score_weight);
+  }
+  if (override.router_temperature !== undefined) {
+    annotations[ROUTER_TEMPERATURE_ANNOTATION] = String(override.router_temperature);
+  }
+  return Object.keys(annotations).length > 0 ? annotations : undefined;
+}
+
 function paramsOf(
   body: CommonRequestFields,
   maxTokens: number | null | undefined,
   logprobs: number | undefined,
 ): GenerationParams {
+  const annotations = routerAnnotations(body);
   return {
     maxTokens: maxTokens ?? null,
     minTokens: body.min_tokens ?? null,
@@ -39,6 +55,7 @@ function paramsOf(
     ignoreEos: body.ignore_eos ?? null,
     sampling: samplingOf(body),
     logprobs: logprobs ?? null,
+    ...(annotations !== undefined ? { annotations } : {}),
   };
 }
 

@@ -44,6 +44,22 @@ export interface CommonRequestFields {
   user?: string;
   ignore_eos?: boolean;
   min_tokens?: number;
+  /** Dynamo's request extensions (see `NvExt`). */
+  nvext?: NvExt;
+}
+
+/**
+ * Dynamo's `nvext` request extension, the part tdist serves: per-request
+ * overrides of the KV router's knobs (`--kv-overlap-weight`,
+ * `--router-temperature`) for this request only.
+ */
+export interface NvExt {
+  router_config_override?: {
+    /** Weight of the prompt blocks still to prefill against decode load (KV router). */
+    overlap_score_weight?: number;
+    /** 0 picks the cheapest worker; above 0 samples by softmax over costs. */
+    router_temperature?: number;
+  };
 }
 
 export interface ChatCompletionRequest extends CommonRequestFields {
