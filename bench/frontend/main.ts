@@ -144,8 +144,18 @@ let releaseHeld: () => void = () => {};
 const released = new Promise<void>((resolve) => {
   releaseHeld = resolve;
 });
-const holding = holdStreams(pacedUrl, longBody, config.heldStreams, released);
-await new Promise((resolve) => setTimeout(resolve, quick ? 4_000 : 8_000));
+// RSS is read once every stream has its first event (or after 60 s, whichever comes first).
+let allOpened: () => void = () => {};
+const opening = new Promise<void>((resolve) => {
+  allOpened = resolve;
+});
+const holding = holdStreams(pacedUrl, longBody, config.heldStreams, released, (count) => {
+  if (count >= config.heldStreams) allOpened();
+});
+const openTimer = setTimeout(allOpened, 60_000);
+await opening;
+clearTimeout(openTimer);
+await new Promise((resolve) => setTimeout(resolve, 1_000));
 const rssHeld = rssMb(paced.child.pid as number);
 releaseHeld();
 const opened = await holding;

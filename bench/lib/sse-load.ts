@@ -73,7 +73,13 @@ export async function runSseLoad(options: {
 }
 
 /** Opens `count` streams at once and holds them open until `release` resolves. */
-export async function holdStreams(url: string, body: string, count: number, release: Promise<void>): Promise<number> {
+export async function holdStreams(
+  url: string,
+  body: string,
+  count: number,
+  release: Promise<void>,
+  onOpened: (opened: number) => void = () => {},
+): Promise<number> {
   const target = new URL(url);
   const agent = new Agent({ keepAlive: false, maxSockets: count });
   let opened = 0;
@@ -91,7 +97,7 @@ export async function holdStreams(url: string, body: string, count: number, rele
             headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) },
           },
           (res) => {
-            res.once("data", () => opened++);
+            res.once("data", () => onOpened(++opened));
             res.on("data", () => {});
             res.on("end", resolve);
             res.on("error", () => resolve());

@@ -54,11 +54,17 @@ function flush(): void {
   if (batch.length > 0 && process.connected) process.send?.(batch);
 }
 
+/**
+ * Queues a message for the parent. The batch goes out one event-loop turn
+ * later: node-llama-cpp dispatches the next decode from a `setImmediate`
+ * queued after this one, so the IPC write overlaps that decode instead of
+ * delaying it.
+ */
 function send(message: ChildMessage): void {
   outbox.push(message);
   if (!flushScheduled) {
     flushScheduled = true;
-    setImmediate(flush);
+    setImmediate(() => setImmediate(flush));
   }
 }
 
