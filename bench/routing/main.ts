@@ -24,7 +24,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { DEFAULT_TIMING_MODEL, stepDurationMs } from "@tdist/engine-mocker";
-import type { LlmRouterMode } from "@tdist/llm";
+import { KvScheduler, type LlmRouterMode } from "@tdist/llm";
 import { type BenchResult, result, writeReport } from "../lib/results.js";
 import { percentile } from "../lib/stats.js";
 import { type ClusterOptions, type SimulationResult, simulate, type Workload } from "./simulation.js";
@@ -42,7 +42,7 @@ const { values } = parseArgs({
     quick: { type: "boolean", default: false },
     /** Run only these policies (comma-separated; round-robin always runs as the baseline). */
     only: { type: "string" },
-    /** The kv / kv-approx overlap weight. Default 8 (see KV_OVERLAP_WEIGHT). */
+    /** The kv / kv-approx overlap weight. Default: the router's own default. */
     "overlap-weight": { type: "string" },
     /** Run one workload: prefix or mooncake. */
     workload: { type: "string" },
@@ -54,15 +54,14 @@ const POLICIES: LlmRouterMode[] = ["random", "round-robin", "least-loaded", "sgl
 const BASELINE: LlmRouterMode = "round-robin";
 const SEED = 20_240_601;
 /**
- * The kv policies run with overlap weight 8, not the router's default 1
- * (Dynamo's): both workloads are prefill-heavy and TTFT is what is scored,
- * which is the case Dynamo documents raising the weight for. At weight 1 the
- * decode-block term moves conversations off their cached worker whenever
- * loads differ by more than the prefill saved; the full-size run also
- * measures kv and kv-approx at weight 1 and records them as `sensitivity`.
+ * The kv policies run with the router's default overlap weight (what a user
+ * gets without tuning; see DEFAULT_OVERLAP_WEIGHT in kv-scheduler.ts). The
+ * full-size run also measures kv and kv-approx at weight 1, Dynamo's
+ * default, and records them as `sensitivity`.
  */
-const KV_OVERLAP_WEIGHT = 8;
-const overlapWeight = values["overlap-weight"] === undefined ? KV_OVERLAP_WEIGHT : Number(values["overlap-weight"]);
+const DEFAULT_KV_OVERLAP_WEIGHT = new KvScheduler(16).options.overlapWeight;
+const overlapWeight =
+  values["overlap-weight"] === undefined ? DEFAULT_KV_OVERLAP_WEIGHT : Number(values["overlap-weight"]);
 if (!(overlapWeight >= 0)) throw new Error(`--overlap-weight must be a number >= 0, got ${values["overlap-weight"]}`);
 const kvOptions = { overlapWeight };
 
@@ -305,7 +304,7 @@ async function runWorkload(name: "prefix" | "mooncake"): Promise<void> {
         `failed ${summary.failed} | ${JSON.stringify(summary.details)}`,
     );
   }
-  // Sensitivity: the kv policies at the router's default weight (full size only; quick must stay under a minute).
+  // Sensitivity: the kv policies at Dynamo's default weight 1 (full size only; quick must stay under a minute).
   const sensitivity: Record<string, unknown> = {};
   if (!quick && values.only === undefined && overlapWeight !== 1) {
     for (const policy of ["kv", "kv-approx"] as const) {

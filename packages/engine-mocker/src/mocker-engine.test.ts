@@ -391,6 +391,21 @@ describe("mocker engine", () => {
     await engine.close();
   });
 
+  it("mocker engine - queued prefill tokens leave out the prefix the cache will skip", async () => {
+    const { engine, publisher } = engineWith({ blockSize: 16, maxNumSeqs: 1 });
+    await run(engine, request(prompt(1, 64), 2));
+    // One sequence at a time: the second request waits while the first decodes.
+    await Promise.all([
+      run(engine, request(prompt(2, 16), 20)),
+      run(engine, request([...prompt(1, 64), ...prompt(3, 16)], 2)),
+    ]);
+    const waiting = publisher.loadMetrics.filter((m) => m.waitingSequences === 1);
+    expect(waiting.length).toBeGreaterThan(0);
+    // 80 prompt tokens, 64 of them cached: 16 still to prefill.
+    for (const m of waiting) expect(m.prefillTokensQueued).toBe(16);
+    await engine.close();
+  });
+
   it("mocker engine - uses the configured subjects", async () => {
     const { engine, publisher } = engineWith({
       kvEventsSubject: "tdist.ns.t.backend.kv-events",

@@ -426,7 +426,10 @@ export class MockerEngine {
 
   private loadMetrics(): WorkerLoadMetrics {
     let prefillTokensQueued = 0;
-    for (const sequence of this.waiting) prefillTokensQueued += sequence.pendingTokens;
+    // Only tokens still to compute: a waiting prompt's prefix that the cache holds will be skipped at admission.
+    const blockSize = this.options.blockSize;
+    for (const sequence of this.waiting)
+      prefillTokensQueued += sequence.pendingTokens - this.prefixHits(sequence) * blockSize;
     for (const sequence of this.running) if (!sequence.isDecoding) prefillTokensQueued += sequence.pendingTokens;
     const activeKvBlocks = this.pool.activeBlocks;
     return {

@@ -20,7 +20,8 @@ describe("block-hash-index", () => {
     ["other strings", (i: number) => `k${i}`],
   ])("block-hash-index - agrees with a Map under random inserts and deletes (%s)", (_name, key) => {
     const rand = mulberry32(5);
-    const keys: (string | undefined)[] = [];
+    // Node 0 is the tree's root, never indexed (a zero in the table marks a free slot).
+    const keys: (string | undefined)[] = [""];
     const index = new BlockHashIndex(keys);
     const reference = new Map<string, number>();
     const free: number[] = [];

@@ -1,4 +1,7 @@
+/** What {@link BlockHashIndex.nodeAt} returns for an empty slot. */
 const EMPTY = -1;
+/** An empty slot in the table: node 0 (the tree's root) is never indexed, so a zeroed table is an empty one. */
+const FREE = 0;
 const INITIAL_SLOTS = 1024;
 
 /**
@@ -12,7 +15,7 @@ const INITIAL_SLOTS = 1024;
  * when fingerprints agree.
  */
 export class BlockHashIndex {
-  /** Slot s is `table[2s]` (node number or EMPTY) and `table[2s + 1]` (its fingerprint): one cache line per probe. */
+  /** Slot s is `table[2s]` (node number or FREE) and `table[2s + 1]` (its fingerprint): one cache line per probe. */
   private table = BlockHashIndex.emptyTable(INITIAL_SLOTS);
   private mask = INITIAL_SLOTS - 1;
   private count = 0;
@@ -54,16 +57,20 @@ export class BlockHashIndex {
     let i = fingerprint & mask;
     for (;;) {
       const node = table[2 * i] as number;
-      if (node === EMPTY || (table[2 * i + 1] === fingerprint && keys[node] === hash)) return i;
+      if (node === FREE || (table[2 * i + 1] === fingerprint && keys[node] === hash)) return i;
       i = (i + 1) & mask;
     }
   }
 
   nodeAt(slot: number): number {
-    return this.table[2 * slot] as number;
+    const node = this.table[2 * slot] as number;
+    return node === FREE ? EMPTY : node;
   }
 
-  /** Fills an empty slot returned by {@link slotFor} (for the same hash, with no insert in between). */
+  /**
+   * Fills an empty slot returned by {@link slotFor} (for the same hash, with
+   * no insert in between). Node numbers are positive: 0 marks a free slot.
+   */
   insertAt(slot: number, fingerprint: number, node: number): void {
     this.table[2 * slot] = node;
     this.table[2 * slot + 1] = fingerprint;
@@ -91,14 +98,14 @@ export class BlockHashIndex {
   delete(hash: string): boolean {
     let i = this.slotFor(hash, BlockHashIndex.fingerprint(hash));
     const table = this.table;
-    if (table[2 * i] === EMPTY) return false;
+    if (table[2 * i] === FREE) return false;
     const mask = this.mask;
     // Backward-shift deletion: pull later entries of the probe run into the hole.
     let j = i;
     for (;;) {
       j = (j + 1) & mask;
       const node = table[2 * j] as number;
-      if (node === EMPTY) break;
+      if (node === FREE) break;
       const home = (table[2 * j + 1] as number) & mask;
       const outside = j > i ? home <= i || home > j : home <= i && home > j;
       if (outside) {
@@ -107,15 +114,14 @@ export class BlockHashIndex {
         i = j;
       }
     }
-    table[2 * i] = EMPTY;
+    table[2 * i] = FREE;
     this.count--;
     return true;
   }
 
+  /** A table of empty slots: zeroed memory, nothing to fill. */
   private static emptyTable(slots: number): Int32Array {
-    const table = new Int32Array(2 * slots);
-    for (let s = 0; s < slots; s++) table[2 * s] = EMPTY;
-    return table;
+    return new Int32Array(2 * slots);
   }
 
   private grow(): void {
@@ -125,10 +131,10 @@ export class BlockHashIndex {
     this.mask = slots - 1;
     for (let s = 0; s < old.length; s += 2) {
       const node = old[s] as number;
-      if (node === EMPTY) continue;
+      if (node === FREE) continue;
       const fingerprint = old[s + 1] as number;
       let i = fingerprint & this.mask;
-      while (this.table[2 * i] !== EMPTY) i = (i + 1) & this.mask;
+      while (this.table[2 * i] !== FREE) i = (i + 1) & this.mask;
       this.table[2 * i] = node;
       this.table[2 * i + 1] = fingerprint;
     }

@@ -9,6 +9,7 @@ import { KvIndexer } from "./kv-indexer.js";
 import { KvRouter } from "./kv-router.js";
 import type { LlmRouter } from "./llm-router.js";
 import { RouterMetrics } from "./router-metrics.js";
+import { WorkerLoadTracker } from "./worker-load-tracker.js";
 
 const BLOCK = 4;
 const NS = "kvtest";
@@ -187,7 +188,14 @@ describe("kv-router", () => {
     const bus = new MemoryEventBus();
     const plane = new MemoryEventPlane({ bus });
     toClose.push(plane);
-    const options = { eventPlane: plane, namespace: NS, component: COMPONENT, blockSize: BLOCK, rng: mulberry32(7) };
+    const options = {
+      eventPlane: plane,
+      namespace: NS,
+      component: COMPONENT,
+      blockSize: BLOCK,
+      rng: mulberry32(7),
+      kv: { busyThresholds: { activeDecodeBlocks: 0.9 } },
+    };
     const first = (await createRouterPolicy("kv", options)) as KvRouter;
     toClose.push(first);
     await plane.publish(eventSubject(NS, COMPONENT, KV_EVENTS_TOPIC), storedEvent("w3", 0, tokens(1, 6)));
@@ -197,7 +205,7 @@ describe("kv-router", () => {
     const second = (await createRouterPolicy("kv", options)) as KvRouter;
     toClose.push(second);
     expect(second.indexer.findMatches(tokens(1, 6)).scores.get("w3")).toBe(6);
-    // And engine-reported load feeds the cost: w3 reports a full cache of active blocks.
+    // And engine-reported load marks a worker busy: w3 reports a full cache of active blocks.
     const metrics: WorkerLoadMetrics = {
       workerId: "w3",
       activeSequences: 50,
@@ -209,6 +217,34 @@ describe("kv-router", () => {
     };
     await plane.publish(eventSubject(NS, COMPONENT, LOAD_METRICS_TOPIC), metrics);
     await eventually(() => pickWith(second, ["w1", "w3"], request(tokens(1, 6))) === "w1");
+  });
+
+  it("kv-router - a lagging load report does not hide requests routed since it", () => {
+    const loads = new WorkerLoadTracker();
+    const report = (workerId: string, activeKvBlocks: number): void =>
+      loads.update({
+        workerId,
+        activeSequences: 1,
+        waitingSequences: 0,
+        activeKvBlocks,
+        totalKvBlocks: 1_000,
+        kvUsage: activeKvBlocks / 1_000,
+        prefillTokensQueued: 0,
+      });
+    // Reports from the last engine step; none arrives during the burst.
+    report("w1", 50);
+    report("w2", 40);
+    const router = new KvRouter({ blockSize: BLOCK, loads, rng: mulberry32(3) });
+    const counts = new Map<string, number>();
+    for (let i = 0; i < 6; i++) {
+      const chosen = pickWith(router, ["w1", "w2"], request(tokens(10 + i, 8), { request_id: `b${i}` })) as string;
+      counts.set(chosen, (counts.get(chosen) ?? 0) + 1);
+      // Short prompts: each reaches its first token before the next arrives, so only decode load remains.
+      router.onFirstToken(`b${i}`);
+    }
+    // Taking the larger of report and prediction sent all six to w2: the report hid its first five.
+    expect(counts.get("w1")).toBe(3);
+    expect(counts.get("w2")).toBe(3);
   });
 
   it("kv-router - two router replicas share active sequences and do not pile onto one worker", async () => {

@@ -39,11 +39,11 @@ export interface KvRouterOptions extends KvSchedulerOptions {
   /** A request whose end is never reported leaves the predicted load after this long. Default 600 000 ms. */
   maxRequestAgeMs?: number;
   /**
-   * The engines' reported load. Its active KV blocks are fused into the
-   * decode load (the larger of predicted and reported); its queued prefill
-   * tokens are not used, because engines count whole waiting prompts there,
-   * including the prefix their cache will skip: fusing it would push
-   * requests away from exactly the workers that hold their prefix.
+   * The engines' reported load: read for each worker's KV capacity and for
+   * the busy threshold. It is not fused into the cost, as in Dynamo: a report
+   * is a snapshot of the last engine step, so taking the larger of it and
+   * the prediction hid every request routed since that step (a burst then
+   * piled onto the worker whose report was highest but unchanged).
    */
   loads?: WorkerLoadTracker;
   /** Shares active sequences with other router replicas. */
@@ -75,9 +75,9 @@ function annotationNumber(request: unknown, key: string): number | undefined {
  *
  * 1. hash the prompt's full blocks with the shared block hash;
  * 2. ask the indexer how many leading blocks each live worker holds;
- * 3. add each worker's load: predicted from this router's (and its
- *    replicas') in-flight requests; decode load also from the engines'
- *    reported active KV blocks when higher;
+ * 3. add each worker's load, predicted from this router's (and its
+ *    replicas') in-flight requests: prefill tokens until the first token,
+ *    KV blocks until completion;
  * 4. pick `argmin(overlapWeight * prefillBlocks + decodeBlocks)` (or sample
  *    by temperature), skipping busy workers unless all are busy;
  * 5. record the request as active on the chosen worker (and, in
@@ -199,7 +199,8 @@ export class KvRouter implements LlmRouter {
         workerId,
         overlapBlocks: scores.get(workerId) ?? 0,
         prefillTokens: predicted.prefillTokens,
-        decodeBlocks: Math.max(predicted.decodeBlocks, reported?.activeKvBlocks ?? 0),
+        decodeBlocks: predicted.decodeBlocks,
+        ...(reported === undefined ? {} : { reportedActiveBlocks: reported.activeKvBlocks }),
         activePrefixBlocks: this.active.activePrefix(workerId, blockHashes),
         ...(totalKvBlocks === undefined ? {} : { totalKvBlocks }),
       };

@@ -99,26 +99,6 @@ function checkPositive(option: string, value: number | undefined, integer: boole
  * The KV router's index: a radix tree over chained block hashes, each node
  * knowing which workers hold its block. Because hash `i` names the whole
  * prefix `0..i`, every node is also reachable directly through one map, so
- * matching a prompt is one map lookup per block.
- *
- * Invariant: a worker that holds a block holds its parent. Engines cache
- * prefixes that way (a block is only reachable by prefix matching through
- * its parent), so the tree keeps it so: a stored run whose parent the worker
- * does not hold is dropped as unreachable, and removing a block from a worker
- * removes its descendants from that worker too. The invariant is what makes
- * `findMatches` cost one lookup per block plus one visit per worker whose
- * match ends at a given depth, instead of one set intersection per block.
- *
- * ```ts
- * const tree = new RadixTree();
- * tree.store("w1", null, ["a1", "b2"], now);
- * tree.findMatches(["a1", "b2", "c3"]).get("w1"); // 2
- * ```
- */
-/**
- * The KV router's index: a radix tree over chained block hashes, each node
- * knowing which workers hold its block. Because hash `i` names the whole
- * prefix `0..i`, every node is also reachable directly through one map, so
  * matching a prompt is one lookup per block (a pointer step where a block
  * has a single child). The map is a {@link BlockHashIndex}.
  *
@@ -163,6 +143,8 @@ export class RadixTree {
   private pruned = 0;
   private lastExpiry = Number.NEGATIVE_INFINITY;
   private chain = new Int32Array(256);
+  private readonly scratchVisited: number[] = [];
+  private readonly scratchStack: number[] = [];
   readonly ttlMs: number | undefined;
   readonly maxBlocks: number;
   readonly pruneTargetRatio: number;
@@ -237,10 +219,19 @@ export class RadixTree {
     for (let i = 0; i < blocks.length; i++) {
       const block = blocks[i] as string | { blockHash: string };
       const hash = typeof block === "string" ? block : block.blockHash;
+      // A run re-stored along an existing chain (another worker caching the same prefix) is
+      // followed through the parent's newest child, as findMatches does, without a map probe.
+      let node = this.firstChildren[parent] as number;
+      if (node !== NONE && this.hashes[node] === hash) {
+        this.touch(worker, node, now);
+        parent = node;
+        recorded++;
+        continue;
+      }
       // One probe finds the block or the slot a new one goes in.
       const fingerprint = BlockHashIndex.fingerprint(hash);
       const slot = this.byHash.slotFor(hash, fingerprint);
-      let node = this.byHash.nodeAt(slot);
+      node = this.byHash.nodeAt(slot);
       if (node === NONE) {
         node = this.createNode(hash, parent);
         this.byHash.insertAt(slot, fingerprint, node);
@@ -555,12 +546,10 @@ export class RadixTree {
       this.counts[node] = 1;
       return;
     }
-    let more = this.more[node];
-    if (more === undefined) {
-      more = [];
-      this.more[node] = more;
-    }
-    more.push(worker, stamp);
+    const more = this.more[node];
+    // A literal is allocated at its exact size; `[]` then push would reserve 16 spare slots per shared block.
+    if (more === undefined) this.more[node] = [worker, stamp];
+    else more.push(worker, stamp);
     this.counts[node] = count + 1;
     const lookup = this.lookups[node];
     if (lookup !== undefined) {
@@ -629,8 +618,12 @@ export class RadixTree {
   /** Removes `worker` from `start` and every descendant holding it; detaches nodes left empty. */
   private removeSubtree(worker: WorkerLog, start: number): number {
     const w = worker.index;
-    const visited: number[] = [];
-    const stack: number[] = [start];
+    // Scratch arrays reused across calls: a removal event should not allocate.
+    const visited = this.scratchVisited;
+    const stack = this.scratchStack;
+    visited.length = 0;
+    stack.length = 0;
+    stack.push(start);
     while (stack.length > 0) {
       const node = stack.pop() as number;
       const slot = this.slotOf(node, w);
