@@ -24,7 +24,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { DEFAULT_TIMING_MODEL, stepDurationMs } from "@tdist/engine-mocker";
-import { KvScheduler, type LlmRouterMode } from "@tdist/llm";
+import { DEFAULT_OVERLAP_WEIGHT, type LlmRouterMode } from "@tdist/llm";
 import { type BenchResult, result, writeReport } from "../lib/results.js";
 import { percentile } from "../lib/stats.js";
 import { type ClusterOptions, type SimulationResult, simulate, type Workload } from "./simulation.js";
@@ -59,7 +59,7 @@ const SEED = 20_240_601;
  * full-size run also measures kv and kv-approx at weight 1, Dynamo's
  * default, and records them as `sensitivity`.
  */
-const DEFAULT_KV_OVERLAP_WEIGHT = new KvScheduler(16).options.overlapWeight;
+const DEFAULT_KV_OVERLAP_WEIGHT = DEFAULT_OVERLAP_WEIGHT;
 const overlapWeight =
   values["overlap-weight"] === undefined ? DEFAULT_KV_OVERLAP_WEIGHT : Number(values["overlap-weight"]);
 if (!(overlapWeight >= 0)) throw new Error(`--overlap-weight must be a number >= 0, got ${values["overlap-weight"]}`);

@@ -18,7 +18,7 @@ commands:
                         --port 8000  --host 0.0.0.0  --router-mode MODE
   frontend            the OpenAI HTTP frontend; finds workers through discovery
                         --port --host --router-mode round-robin|random|least-loaded|power-of-two|kv|kv-approx|sglang|llm-d
-                        --kv-overlap-weight W (default 1)  --router-temperature T  --router-replica-sync
+                        --kv-overlap-weight W (default 16)  --router-temperature T  --router-replica-sync
   worker              one model worker: --engine llamacpp|mocker|echo --model ... --model-name NAME
   make-model          --out FILE.gguf [--layers --width --heads --context --seed --vocab qwen3|gpt2]: the tiny random model
   status [--json]     namespaces, components, endpoints, instances and models from discovery

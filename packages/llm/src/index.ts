@@ -58,7 +58,13 @@ export { JetStreamKvEventLog, kvEventStreamName } from "./kv-router/jetstream-kv
 export { kvEventsSubject, MemoryKvEventHistory } from "./kv-router/kv-event-history.js";
 export { KvIndexer, type KvIndexerOptions, type KvIndexerSnapshot } from "./kv-router/kv-indexer.js";
 export { KvRouter, type KvRouterMode, type KvRouterOptions } from "./kv-router/kv-router.js";
-export { KvScheduler, type KvSchedulerOptions, selectByCost, workerCosts } from "./kv-router/kv-scheduler.js";
+export {
+  DEFAULT_OVERLAP_WEIGHT,
+  KvScheduler,
+  type KvSchedulerOptions,
+  selectByCost,
+  workerCosts,
+} from "./kv-router/kv-scheduler.js";
 export {
   BasicLlmRouter,
   CACHED_BLOCKS_HEADER,
