@@ -58,6 +58,30 @@ describe("radix-tree", () => {
     expect(tree.blockCount("w2")).toBe(0);
   });
 
+  it("radix-tree - block-by-block stores follow the worker's last block, and never a freed one", () => {
+    const tree = new RadixTree();
+    expect(tree.store("w1", null, ["a"])).toBe(1);
+    for (const [parent, block] of [
+      ["a", "b"],
+      ["b", "c"],
+      ["c", "d"],
+    ] as const) {
+      expect(tree.store("w1", parent, [block])).toBe(1);
+    }
+    expect(tree.findMatches(["a", "b", "c", "d"]).get("w1")).toBe(4);
+    // d is freed (w1 was its only holder); a store under it is unreachable.
+    expect(tree.remove("w1", ["d"])).toBe(1);
+    expect(tree.store("w1", "d", ["e"])).toBe(0);
+    // Another worker re-creates d (a new node); w1 does not hold it, so e stays unreachable for w1.
+    expect(tree.store("w2", null, ["a", "b", "c", "d"])).toBe(4);
+    expect(tree.store("w1", "d", ["e"])).toBe(0);
+    // w1 stores d again, then e under it.
+    expect(tree.store("w1", "c", ["d"])).toBe(1);
+    expect(tree.store("w1", "d", ["e"])).toBe(1);
+    const scores = tree.findMatches(["a", "b", "c", "d", "e"]);
+    expect([scores.get("w1"), scores.get("w2")]).toEqual([5, 4]);
+  });
+
   it("radix-tree - removing a block drops it and its descendants from that worker only", () => {
     const tree = new RadixTree();
     tree.store("w1", null, chain("b", 5), 0);

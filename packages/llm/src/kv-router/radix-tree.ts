@@ -33,6 +33,12 @@ interface WorkerLog {
   /** Touch times, only with a TTL. */
   times: number[];
   head: number;
+  /**
+   * The node of the last block stored for this worker: an engine stores its
+   * decode blocks one event at a time, each the child of the one before, so
+   * the next event's parent is usually this one and needs no map probe.
+   */
+  last: number;
 }
 
 export interface RadixTreeOptions {
@@ -208,7 +214,9 @@ export class RadixTree {
     const w = worker.index;
     let parent = ROOT;
     if (parentHash !== null) {
-      const found = this.byHash.get(parentHash);
+      // A freed node's hash is cleared, so a matching hash is the live node for it.
+      const last = worker.last;
+      const found = last !== NONE && this.hashes[last] === parentHash ? last : this.byHash.get(parentHash);
       if (found === undefined || this.slotOf(found, w) < 0) {
         if (blocks.length > 0) this.orphans++;
         return 0;
@@ -243,6 +251,7 @@ export class RadixTree {
       parent = node;
       recorded++;
     }
+    if (recorded > 0) worker.last = parent;
     const cap = this.maxBlocksPerWorker;
     if (cap !== undefined && worker.blocks > cap) {
       let removed = 0;
@@ -588,7 +597,7 @@ export class RadixTree {
   private worker(id: string): WorkerLog {
     let worker = this.workerIndex.get(id);
     if (worker === undefined) {
-      worker = { index: this.workerByIndex.length, id, blocks: 0, nodes: [], stamps: [], times: [], head: 0 };
+      worker = { index: this.workerByIndex.length, id, blocks: 0, nodes: [], stamps: [], times: [], head: 0, last: NONE };
       this.workerIndex.set(id, worker);
       this.workerByIndex.push(worker);
     }
