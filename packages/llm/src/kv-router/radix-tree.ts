@@ -597,7 +597,16 @@ export class RadixTree {
   private worker(id: string): WorkerLog {
     let worker = this.workerIndex.get(id);
     if (worker === undefined) {
-      worker = { index: this.workerByIndex.length, id, blocks: 0, nodes: [], stamps: [], times: [], head: 0, last: NONE };
+      worker = {
+        index: this.workerByIndex.length,
+        id,
+        blocks: 0,
+        nodes: [],
+        stamps: [],
+        times: [],
+        head: 0,
+        last: NONE,
+      };
       this.workerIndex.set(id, worker);
       this.workerByIndex.push(worker);
     }
