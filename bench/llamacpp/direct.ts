@@ -6,16 +6,8 @@
  * sequence per request, preferring the longest cached prefix; greedy
  * `evaluateWithMetadata` with the engine's default sampling options).
  */
-import { DecodePause, SequenceBatching } from "@tdist/engine-llamacpp";
-import {
-  getLlama,
-  type Llama,
-  type LlamaContext,
-  type LlamaContextSequence,
-  LlamaLogLevel,
-  type LlamaModel,
-  type Token,
-} from "node-llama-cpp";
+import { commonPrefixLength, DecodePause, SequenceBatching, SequencePool } from "@tdist/engine-llamacpp";
+import { getLlama, type Llama, type LlamaContext, LlamaLogLevel, type LlamaModel, type Token } from "node-llama-cpp";
 
 export interface DirectOptions {
   modelPath: string;
@@ -33,23 +25,8 @@ export interface GenerationSample {
   ok: boolean;
 }
 
-function commonPrefixLength(a: readonly number[], b: readonly number[]): number {
-  const limit = Math.min(a.length, b.length);
-  let i = 0;
-  while (i < limit && a[i] === b[i]) i++;
-  return i;
-}
-
-interface Slot {
-  sequence: LlamaContextSequence;
-  busy: boolean;
-  lastUsed: number;
-}
-
 export class DirectLlama {
-  readonly #slots: Slot[];
-  readonly #waiters: { prompt: readonly number[]; resolve: (slot: Slot) => void }[] = [];
-  #clock = 0;
+  readonly #pool: SequencePool;
   readonly #pause = new DecodePause();
 
   private constructor(
@@ -58,11 +35,7 @@ export class DirectLlama {
     readonly context: LlamaContext,
     sequences: number,
   ) {
-    this.#slots = Array.from({ length: sequences }, () => ({
-      sequence: context.getSequence(),
-      busy: false,
-      lastUsed: 0,
-    }));
+    this.#pool = new SequencePool(context, sequences);
   }
 
   static async load(options: DirectOptions): Promise<DirectLlama> {
@@ -96,7 +69,7 @@ export class DirectLlama {
     const started = performance.now();
     let ttftMs = -1;
     let tokens = 0;
-    const slot = await this.#acquire(prompt);
+    const slot = await this.#pool.acquire(prompt);
     try {
       const sequence = slot.sequence;
       const keep = Math.min(commonPrefixLength(sequence.contextTokens, prompt), prompt.length - 1);
@@ -114,7 +87,7 @@ export class DirectLlama {
       }
       return { ttftMs, tokens, ok: tokens === maxTokens };
     } finally {
-      this.#release(slot);
+      this.#pool.release(slot);
     }
   }
 
@@ -122,38 +95,5 @@ export class DirectLlama {
     await this.context.dispose();
     await this.model.dispose();
     await this.llama.dispose();
-  }
-
-  #acquire(prompt: readonly number[]): Promise<Slot> {
-    if (this.#waiters.length === 0) {
-      const slot = this.#pick(prompt);
-      if (slot !== undefined) return Promise.resolve(slot);
-    }
-    return new Promise((resolve) => this.#waiters.push({ prompt, resolve }));
-  }
-
-  #release(slot: Slot): void {
-    slot.busy = false;
-    slot.lastUsed = ++this.#clock;
-    const waiter = this.#waiters.shift();
-    if (waiter === undefined) return;
-    const next = this.#pick(waiter.prompt);
-    if (next !== undefined) waiter.resolve(next);
-    else this.#waiters.unshift(waiter);
-  }
-
-  #pick(prompt: readonly number[]): Slot | undefined {
-    let best: Slot | undefined;
-    let bestShared = -1;
-    for (const slot of this.#slots) {
-      if (slot.busy) continue;
-      const shared = commonPrefixLength(slot.sequence.contextTokens, prompt);
-      if (shared > bestShared || (shared === bestShared && best !== undefined && slot.lastUsed < best.lastUsed)) {
-        best = slot;
-        bestShared = shared;
-      }
-    }
-    if (best !== undefined) best.busy = true;
-    return best;
   }
 }

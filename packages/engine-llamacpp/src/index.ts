@@ -45,6 +45,7 @@ export {
 } from "./llamacpp-options.js";
 export { isRemoteModelReference, type ResolveModelOptions, resolveModelReference } from "./model-reference.js";
 export { oneSequencePerDecode, SequenceBatching } from "./sequence-batching.js";
+export { commonPrefixLength, SequencePool, type SequenceSlot } from "./sequence-pool.js";
 export {
   type LlamaCppWorkerOptions,
   type ServedLlamaCppWorker,

@@ -37,6 +37,7 @@ import type {
   WorkerTokenLogprob,
 } from "./llamacpp-ipc.js";
 import { oneSequencePerDecode, SequenceBatching } from "./sequence-batching.js";
+import { commonPrefixLength, SequencePool, type SequenceSlot } from "./sequence-pool.js";
 
 /** Errors the parent reports as the caller's fault, not the engine's. */
 class BadRequestError extends Error {}
@@ -70,88 +71,6 @@ function send(message: ChildMessage): void {
 
 function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
-}
-
-function commonPrefixLength(a: readonly number[], b: readonly number[]): number {
-  const limit = Math.min(a.length, b.length);
-  let i = 0;
-  while (i < limit && a[i] === b[i]) i++;
-  return i;
-}
-
-interface Slot {
-  sequence: LlamaContextSequence;
-  busy: boolean;
-  lastUsed: number;
-}
-
-interface Waiter {
-  prompt: readonly number[];
-  resolve: (slot: Slot) => void;
-  reject: (err: Error) => void;
-}
-
-/** The context's sequences, handed out one per request. */
-class SequencePool {
-  readonly #slots: Slot[];
-  readonly #waiters: Waiter[] = [];
-  #clock = 0;
-
-  constructor(context: LlamaContext, count: number) {
-    this.#slots = Array.from({ length: count }, () => ({
-      sequence: context.getSequence(),
-      busy: false,
-      lastUsed: 0,
-    }));
-  }
-
-  /** The idle sequence sharing the longest prefix with `prompt` (least recently used on ties), waiting in FIFO order when all are busy. */
-  acquire(prompt: readonly number[], signal?: AbortSignal): Promise<Slot> {
-    if (this.#waiters.length === 0) {
-      const slot = this.#pick(prompt);
-      if (slot !== undefined) return Promise.resolve(slot);
-    }
-    return new Promise((resolve, reject) => {
-      const waiter: Waiter = { prompt, resolve, reject };
-      this.#waiters.push(waiter);
-      signal?.addEventListener(
-        "abort",
-        () => {
-          const index = this.#waiters.indexOf(waiter);
-          if (index >= 0) {
-            this.#waiters.splice(index, 1);
-            reject(new Error("cancelled while waiting for a sequence"));
-          }
-        },
-        { once: true },
-      );
-    });
-  }
-
-  release(slot: Slot): void {
-    slot.busy = false;
-    slot.lastUsed = ++this.#clock;
-    const waiter = this.#waiters.shift();
-    if (waiter === undefined) return;
-    const next = this.#pick(waiter.prompt);
-    if (next !== undefined) waiter.resolve(next);
-    else this.#waiters.unshift(waiter);
-  }
-
-  #pick(prompt: readonly number[]): Slot | undefined {
-    let best: Slot | undefined;
-    let bestShared = -1;
-    for (const slot of this.#slots) {
-      if (slot.busy) continue;
-      const shared = prompt.length === 0 ? 0 : commonPrefixLength(slot.sequence.contextTokens, prompt);
-      if (shared > bestShared || (shared === bestShared && best !== undefined && slot.lastUsed < best.lastUsed)) {
-        best = slot;
-        bestShared = shared;
-      }
-    }
-    if (best !== undefined) best.busy = true;
-    return best;
-  }
 }
 
 interface ActiveRequest {
@@ -284,7 +203,7 @@ class Worker {
       this.#active.delete(active.id);
       return;
     }
-    let slot: Slot | undefined;
+    let slot: SequenceSlot | undefined;
     let cachedTokens = 0;
     let firstMessage = true;
     const pendingTokens: number[] = [];
