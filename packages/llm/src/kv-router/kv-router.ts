@@ -221,20 +221,17 @@ export class KvRouter implements LlmRouter {
     });
     // Approximate mode: what we send is what the worker will cache.
     if (this.mode === "kv-approx") this.indexer.tree.store(workerId, null, blockHashes, now);
-    const decision: RoutingDecision = {
-      requestId,
-      workerId,
-      cachedBlocks: chosen.overlapBlocks,
-      requestBlocks: blockHashes.length,
-      policy: this.name,
-    };
-    this.books.record(decision);
-    this.metrics?.observe(
+    this.books.decide(
+      {
+        requestId,
+        workerId,
+        cachedBlocks: chosen.overlapBlocks,
+        requestBlocks: blockHashes.length,
+        policy: this.name,
+      },
+      this.metrics,
       this.modelName,
-      this.name,
-      blockHashes.length,
-      chosen.overlapBlocks,
-      (performance.now() - started) / 1000,
+      started,
     );
     return eligible[result.index];
   }

@@ -1,6 +1,7 @@
 import type { Instance, PickContext, RouterPolicy } from "@tdist/runtime";
 import { TdistError } from "@tdist/runtime";
 import type { PreprocessedRequest } from "../protocol/preprocessed-request.js";
+import type { RouterMetrics } from "./router-metrics.js";
 
 /**
  * Request annotation the frontend sets to name a request for the router's
@@ -105,6 +106,22 @@ export class RouterBookkeeping {
       const oldest = this.decisions.keys().next().value as string;
       this.decisions.delete(oldest);
     }
+  }
+
+  /**
+   * Records a routing decision and, given router metrics, counts it there:
+   * request and cached blocks, and the decision's latency since `startedMs`
+   * (a `performance.now()` reading).
+   */
+  decide(decision: RoutingDecision, metrics: RouterMetrics | undefined, modelName: string, startedMs: number): void {
+    this.record(decision);
+    metrics?.observe(
+      modelName,
+      decision.policy,
+      decision.requestBlocks,
+      decision.cachedBlocks,
+      (performance.now() - startedMs) / 1000,
+    );
   }
 
   lastDecision(requestId: string): RoutingDecision | undefined {

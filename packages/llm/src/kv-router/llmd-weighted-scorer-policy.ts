@@ -136,20 +136,17 @@ export class LlmdWeightedScorerPolicy implements LlmRouter {
     this.tree.store(workerId, null, blockHashes, this.clock.now());
     this.lastScores = scores;
     const cachedBlocks = Math.round((scores[best] as LlmdScores).prefix * blockHashes.length);
-    const decision: RoutingDecision = {
-      requestId: this.books.requestId(context.request),
-      workerId,
-      cachedBlocks,
-      requestBlocks: blockHashes.length,
-      policy: this.name,
-    };
-    this.books.record(decision);
-    this.metrics?.observe(
+    this.books.decide(
+      {
+        requestId: this.books.requestId(context.request),
+        workerId,
+        cachedBlocks,
+        requestBlocks: blockHashes.length,
+        policy: this.name,
+      },
+      this.metrics,
       this.modelName,
-      this.name,
-      blockHashes.length,
-      cachedBlocks,
-      (performance.now() - started) / 1000,
+      started,
     );
     return instance;
   }

@@ -120,20 +120,17 @@ export class SglangCacheAwarePolicy implements LlmRouter {
     this.tree.store(workerId, null, blockHashes, this.clock.now());
     this.lastRule = rule;
     const cachedBlocks = matches.get(workerId) ?? 0;
-    const decision: RoutingDecision = {
-      requestId: this.books.requestId(context.request),
-      workerId,
-      cachedBlocks,
-      requestBlocks: blockHashes.length,
-      policy: this.name,
-    };
-    this.books.record(decision);
-    this.metrics?.observe(
+    this.books.decide(
+      {
+        requestId: this.books.requestId(context.request),
+        workerId,
+        cachedBlocks,
+        requestBlocks: blockHashes.length,
+        policy: this.name,
+      },
+      this.metrics,
       this.modelName,
-      this.name,
-      blockHashes.length,
-      cachedBlocks,
-      (performance.now() - started) / 1000,
+      started,
     );
     return instance;
   }
