@@ -1,10 +1,9 @@
 import type { Instance, PickContext } from "@tdist/runtime";
 import { TdistError } from "@tdist/runtime";
 import { computeBlockHashes } from "../kv/block-hash.js";
-import { type LlmRouter, RouterBookkeeping, type RoutingDecision, requestTokens } from "./llm-router.js";
+import { ApproximateTreePolicy, type ApproximateTreePolicyOptions } from "./approximate-tree-policy.js";
+import { requestTokens } from "./llm-router.js";
 import { RadixTree } from "./radix-tree.js";
-import { type RouterClock, systemRouterClock } from "./router-clock.js";
-import type { RouterMetrics } from "./router-metrics.js";
 import type { WorkerLoadTracker } from "./worker-load-tracker.js";
 
 export interface LlmdScorerWeights {
@@ -16,18 +15,13 @@ export interface LlmdScorerWeights {
   kvUtilization: number;
 }
 
-export interface LlmdWeightedScorerOptions {
-  /** Tokens per block of the approximate prefix index (use the model card's `kvBlockSize`). */
-  blockSize: number;
+export interface LlmdWeightedScorerOptions extends ApproximateTreePolicyOptions {
   weights?: Partial<LlmdScorerWeights>;
   /** Where the workers' reported queue and KV utilisation come from. */
   loads: WorkerLoadTracker;
   /** Capacity of the approximate prefix index per worker, in blocks (llm-d's `lruCapacityPerServer`). Default 31 250. */
   lruCapacityPerWorker?: number;
   rng?: () => number;
-  metrics?: RouterMetrics;
-  modelName?: string;
-  clock?: RouterClock;
 }
 
 /** One worker's scores, for tests and debugging. */
@@ -55,41 +49,23 @@ export interface LlmdScores {
  * and the max-score picker (random among equal totals). Workers that have
  * not reported load yet score as empty.
  */
-export class LlmdWeightedScorerPolicy implements LlmRouter {
-  readonly name = "llm-d";
-  readonly tree: RadixTree;
-  readonly blockSize: number;
+export class LlmdWeightedScorerPolicy extends ApproximateTreePolicy {
   readonly weights: LlmdScorerWeights;
   /** Scores behind the most recent decision. */
   lastScores: LlmdScores[] = [];
-  private readonly books = new RouterBookkeeping("llm-d");
   private readonly loads: WorkerLoadTracker;
   private readonly rng: () => number;
-  private readonly clock: RouterClock;
-  private readonly metrics: RouterMetrics | undefined;
-  private readonly modelName: string;
 
   constructor(options: LlmdWeightedScorerOptions) {
-    if (!Number.isInteger(options?.blockSize) || options.blockSize < 1) {
-      throw new TdistError("invalid_option", `blockSize must be a positive integer, got ${String(options?.blockSize)}`);
-    }
-    this.blockSize = options.blockSize;
+    super("llm-d", new RadixTree({ maxBlocksPerWorker: lruCapacity(options) }), options);
     this.weights = { prefix: 3, queue: 2, kvUtilization: 2, ...options.weights };
     for (const [name, weight] of Object.entries(this.weights)) {
       if (typeof weight !== "number" || !(weight >= 0)) {
         throw new TdistError("invalid_option", `weights.${name} must be a number >= 0, got ${String(weight)}`);
       }
     }
-    const capacity = options.lruCapacityPerWorker ?? 31_250;
-    if (!Number.isInteger(capacity) || capacity < 1) {
-      throw new TdistError("invalid_option", "lruCapacityPerWorker must be a positive integer");
-    }
-    this.tree = new RadixTree({ maxBlocksPerWorker: capacity });
     this.loads = options.loads;
     this.rng = options.rng ?? Math.random;
-    this.clock = options.clock ?? systemRouterClock;
-    this.metrics = options.metrics;
-    this.modelName = options.modelName ?? "unknown";
   }
 
   /** Scores every candidate (exposed for tests). */
@@ -132,46 +108,22 @@ export class LlmdWeightedScorerPolicy implements LlmRouter {
       }
     }
     const instance = eligible[best] as Instance;
-    const workerId = instance.instanceId;
-    this.tree.store(workerId, null, blockHashes, this.clock.now());
     this.lastScores = scores;
     const cachedBlocks = Math.round((scores[best] as LlmdScores).prefix * blockHashes.length);
-    this.books.decide(
-      {
-        requestId: this.books.requestId(context.request),
-        workerId,
-        cachedBlocks,
-        requestBlocks: blockHashes.length,
-        policy: this.name,
-      },
-      this.metrics,
-      this.modelName,
-      started,
-    );
-    return instance;
+    return this.routeTo(instance, context, blockHashes, cachedBlocks, started);
   }
 
-  registerWorker(workerId: string, card: { kvBlockSize: number }): void {
-    this.books.admit(workerId, this.blockSize, card);
-  }
-
-  removeWorker(workerId: string): void {
-    this.tree.removeWorker(workerId);
+  override removeWorker(workerId: string): void {
+    super.removeWorker(workerId);
     this.loads.remove(workerId);
-    this.books.forget(workerId);
   }
+}
 
-  onFirstToken(): void {}
-
-  onComplete(): void {}
-
-  lastDecision(requestId: string): RoutingDecision | undefined {
-    return this.books.lastDecision(requestId);
+/** llm-d's per-worker prefix LRU capacity, in blocks. */
+function lruCapacity(options: LlmdWeightedScorerOptions): number {
+  const capacity = options?.lruCapacityPerWorker ?? 31_250;
+  if (!Number.isInteger(capacity) || capacity < 1) {
+    throw new TdistError("invalid_option", "lruCapacityPerWorker must be a positive integer");
   }
-
-  requestIdOf(request: unknown): string | undefined {
-    return this.books.requestIdOf(request);
-  }
-
-  async close(): Promise<void> {}
+  return capacity;
 }

@@ -1,14 +1,11 @@
 import type { Instance, PickContext } from "@tdist/runtime";
 import { TdistError } from "@tdist/runtime";
 import { computeBlockHashes } from "../kv/block-hash.js";
-import { type LlmRouter, RouterBookkeeping, type RoutingDecision, requestTokens } from "./llm-router.js";
+import { ApproximateTreePolicy, type ApproximateTreePolicyOptions } from "./approximate-tree-policy.js";
+import { requestTokens } from "./llm-router.js";
 import { RadixTree } from "./radix-tree.js";
-import { type RouterClock, systemRouterClock } from "./router-clock.js";
-import type { RouterMetrics } from "./router-metrics.js";
 
-export interface SglangCacheAwareOptions {
-  /** Tokens per block of the approximate tree (use the model card's `kvBlockSize`). */
-  blockSize: number;
+export interface SglangCacheAwareOptions extends ApproximateTreePolicyOptions {
   /** Minimum prefix match ratio for cache-affinity routing (`--cache-threshold`). Default 0.3. */
   cacheThreshold?: number;
   /** Load imbalance gate, absolute (`--balance-abs-threshold`). Default 64. */
@@ -17,9 +14,6 @@ export interface SglangCacheAwareOptions {
   balanceRelThreshold?: number;
   /** Bound of the approximate tree in memberships; the least recently used go first. Default 2^22. */
   maxTreeBlocks?: number;
-  metrics?: RouterMetrics;
-  modelName?: string;
-  clock?: RouterClock;
 }
 
 /** How the policy decided, for tests and debugging. */
@@ -43,25 +37,19 @@ export type SglangDecisionRule = "imbalanced-least-loaded" | "best-prefix-match"
  * the engines cache, so the ratio is in whole blocks. "Above" is strict (`>`),
  * as upstream compares.
  */
-export class SglangCacheAwarePolicy implements LlmRouter {
-  readonly name = "sglang";
-  readonly tree: RadixTree;
-  readonly blockSize: number;
+export class SglangCacheAwarePolicy extends ApproximateTreePolicy {
   readonly cacheThreshold: number;
   readonly balanceAbsThreshold: number;
   readonly balanceRelThreshold: number;
   /** The rule behind the most recent decision. */
   lastRule: SglangDecisionRule | undefined;
-  private readonly books = new RouterBookkeeping("sglang");
-  private readonly clock: RouterClock;
-  private readonly metrics: RouterMetrics | undefined;
-  private readonly modelName: string;
 
   constructor(options: SglangCacheAwareOptions) {
-    if (!Number.isInteger(options?.blockSize) || options.blockSize < 1) {
-      throw new TdistError("invalid_option", `blockSize must be a positive integer, got ${String(options?.blockSize)}`);
-    }
-    this.blockSize = options.blockSize;
+    super(
+      "sglang",
+      new RadixTree({ ...(options?.maxTreeBlocks === undefined ? {} : { maxBlocks: options.maxTreeBlocks }) }),
+      options,
+    );
     this.cacheThreshold = options.cacheThreshold ?? 0.3;
     this.balanceAbsThreshold = options.balanceAbsThreshold ?? 64;
     this.balanceRelThreshold = options.balanceRelThreshold ?? 1.5;
@@ -71,10 +59,6 @@ export class SglangCacheAwarePolicy implements LlmRouter {
     if (!(this.balanceAbsThreshold >= 0) || !(this.balanceRelThreshold >= 1)) {
       throw new TdistError("invalid_option", "balanceAbsThreshold must be >= 0 and balanceRelThreshold >= 1");
     }
-    this.tree = new RadixTree({ ...(options.maxTreeBlocks === undefined ? {} : { maxBlocks: options.maxTreeBlocks }) });
-    this.clock = options.clock ?? systemRouterClock;
-    this.metrics = options.metrics;
-    this.modelName = options.modelName ?? "unknown";
   }
 
   pick(instances: readonly Instance[], context: PickContext): Instance | undefined {
@@ -116,48 +100,10 @@ export class SglangCacheAwarePolicy implements LlmRouter {
       }
     }
     const instance = eligible[chosen] as Instance;
-    const workerId = instance.instanceId;
-    this.tree.store(workerId, null, blockHashes, this.clock.now());
     this.lastRule = rule;
-    const cachedBlocks = matches.get(workerId) ?? 0;
-    this.books.decide(
-      {
-        requestId: this.books.requestId(context.request),
-        workerId,
-        cachedBlocks,
-        requestBlocks: blockHashes.length,
-        policy: this.name,
-      },
-      this.metrics,
-      this.modelName,
-      started,
-    );
-    return instance;
+    const cachedBlocks = matches.get(instance.instanceId) ?? 0;
+    return this.routeTo(instance, context, blockHashes, cachedBlocks, started);
   }
-
-  registerWorker(workerId: string, card: { kvBlockSize: number }): void {
-    this.books.admit(workerId, this.blockSize, card);
-  }
-
-  removeWorker(workerId: string): void {
-    this.tree.removeWorker(workerId);
-    this.books.forget(workerId);
-  }
-
-  /** Load is the client's in-flight count, which the runtime keeps: nothing to do. */
-  onFirstToken(): void {}
-
-  onComplete(): void {}
-
-  lastDecision(requestId: string): RoutingDecision | undefined {
-    return this.books.lastDecision(requestId);
-  }
-
-  requestIdOf(request: unknown): string | undefined {
-    return this.books.requestIdOf(request);
-  }
-
-  async close(): Promise<void> {}
 }
 
 /** Index of the best value (first among equals). */

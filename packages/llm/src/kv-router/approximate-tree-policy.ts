@@ -1,0 +1,95 @@
+import type { Instance, PickContext } from "@tdist/runtime";
+import { TdistError } from "@tdist/runtime";
+import { type LlmRouter, RouterBookkeeping, type RoutingDecision } from "./llm-router.js";
+import type { RadixTree } from "./radix-tree.js";
+import { type RouterClock, systemRouterClock } from "./router-clock.js";
+import type { RouterMetrics } from "./router-metrics.js";
+
+/** What every approximate-tree policy takes. */
+export interface ApproximateTreePolicyOptions {
+  /** Tokens per block of the approximate tree (use the model card's `kvBlockSize`). */
+  blockSize: number;
+  metrics?: RouterMetrics;
+  modelName?: string;
+  clock?: RouterClock;
+}
+
+/**
+ * The shared half of the peer policies (SGLang's, llm-d's): an approximate
+ * radix tree of the prompts the router sent to each worker (no engine
+ * events), the decision log and metrics, and worker registration. A subclass
+ * chooses the worker in `pick` and hands it to `routeTo`.
+ */
+export abstract class ApproximateTreePolicy implements LlmRouter {
+  readonly blockSize: number;
+  protected readonly books: RouterBookkeeping;
+  protected readonly clock: RouterClock;
+  private readonly metrics: RouterMetrics | undefined;
+  private readonly modelName: string;
+
+  protected constructor(
+    readonly name: string,
+    readonly tree: RadixTree,
+    options: ApproximateTreePolicyOptions,
+  ) {
+    if (!Number.isInteger(options?.blockSize) || options.blockSize < 1) {
+      throw new TdistError("invalid_option", `blockSize must be a positive integer, got ${String(options?.blockSize)}`);
+    }
+    this.blockSize = options.blockSize;
+    this.books = new RouterBookkeeping(name);
+    this.clock = options.clock ?? systemRouterClock;
+    this.metrics = options.metrics;
+    this.modelName = options.modelName ?? "unknown";
+  }
+
+  abstract pick(instances: readonly Instance[], context: PickContext): Instance | undefined;
+
+  /** Records the prompt in the chosen worker's tree, logs and counts the decision, and returns the worker. */
+  protected routeTo(
+    instance: Instance,
+    context: PickContext,
+    blockHashes: readonly string[],
+    cachedBlocks: number,
+    startedMs: number,
+  ): Instance {
+    const workerId = instance.instanceId;
+    this.tree.store(workerId, null, blockHashes, this.clock.now());
+    this.books.decide(
+      {
+        requestId: this.books.requestId(context.request),
+        workerId,
+        cachedBlocks,
+        requestBlocks: blockHashes.length,
+        policy: this.name,
+      },
+      this.metrics,
+      this.modelName,
+      startedMs,
+    );
+    return instance;
+  }
+
+  registerWorker(workerId: string, card: { kvBlockSize: number }): void {
+    this.books.admit(workerId, this.blockSize, card);
+  }
+
+  removeWorker(workerId: string): void {
+    this.tree.removeWorker(workerId);
+    this.books.forget(workerId);
+  }
+
+  /** These policies keep no per-request load of their own. */
+  onFirstToken(): void {}
+
+  onComplete(): void {}
+
+  lastDecision(requestId: string): RoutingDecision | undefined {
+    return this.books.lastDecision(requestId);
+  }
+
+  requestIdOf(request: unknown): string | undefined {
+    return this.books.requestIdOf(request);
+  }
+
+  async close(): Promise<void> {}
+}
