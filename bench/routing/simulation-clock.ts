@@ -1,5 +1,6 @@
 import { setImmediate as nextTurn } from "node:timers/promises";
 import type { MockerClock } from "@tdist/engine-mocker";
+import { BinaryHeap } from "@tdist/llm";
 
 interface Timer {
   at: number;
@@ -22,7 +23,7 @@ interface Timer {
 export class SimulationClock {
   private time = 0;
   private seq = 0;
-  private readonly heap: Timer[] = [];
+  private readonly heap = new BinaryHeap<Timer>(earlier);
   /** Sleeping engines, by engine index. */
   readonly sleeping: boolean[] = [];
   stuckTurns = 0;
@@ -57,7 +58,7 @@ export class SimulationClock {
   }
 
   get pending(): number {
-    return this.heap.length;
+    return this.heap.size;
   }
 
   /**
@@ -66,8 +67,8 @@ export class SimulationClock {
    */
   async run(isSettled: () => boolean, done: () => boolean): Promise<number> {
     await this.settle(isSettled);
-    while (this.heap.length > 0 && !done()) {
-      const timer = this.pop();
+    while (this.heap.size > 0 && !done()) {
+      const timer = this.heap.pop() as Timer;
       this.time = timer.at;
       timer.fire();
       await this.settle(isSettled);
@@ -85,36 +86,7 @@ export class SimulationClock {
   }
 
   private push(at: number, fire: () => void): void {
-    const heap = this.heap;
-    heap.push({ at, seq: this.seq++, fire });
-    let i = heap.length - 1;
-    while (i > 0) {
-      const up = (i - 1) >> 1;
-      if (!earlier(heap[i] as Timer, heap[up] as Timer)) break;
-      [heap[i], heap[up]] = [heap[up] as Timer, heap[i] as Timer];
-      i = up;
-    }
-  }
-
-  private pop(): Timer {
-    const heap = this.heap;
-    const top = heap[0] as Timer;
-    const last = heap.pop() as Timer;
-    if (heap.length > 0) {
-      heap[0] = last;
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1;
-        const r = l + 1;
-        let m = i;
-        if (l < heap.length && earlier(heap[l] as Timer, heap[m] as Timer)) m = l;
-        if (r < heap.length && earlier(heap[r] as Timer, heap[m] as Timer)) m = r;
-        if (m === i) break;
-        [heap[i], heap[m]] = [heap[m] as Timer, heap[i] as Timer];
-        i = m;
-      }
-    }
-    return top;
+    this.heap.push({ at, seq: this.seq++, fire });
   }
 }
 

@@ -58,6 +58,7 @@ export { JetStreamKvEventLog, kvEventStreamName } from "./kv-router/jetstream-kv
 export { kvEventsSubject, MemoryKvEventHistory } from "./kv-router/kv-event-history.js";
 export { KvIndexer, type KvIndexerOptions, type KvIndexerSnapshot } from "./kv-router/kv-indexer.js";
 export { KvRouter, type KvRouterMode, type KvRouterOptions } from "./kv-router/kv-router.js";
+export { BinaryHeap } from "./kv-router/binary-heap.js";
 export {
   DEFAULT_OVERLAP_WEIGHT,
   KvScheduler,

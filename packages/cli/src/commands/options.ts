@@ -1,3 +1,4 @@
+import { isLlmRouterMode, LLM_ROUTER_MODES, type LlmRouterMode } from "@tdist/llm";
 import { TdistError } from "@tdist/runtime";
 
 /** Parses an optional numeric flag, naming the flag when the value is invalid. */
@@ -18,25 +19,13 @@ export function numberFlag(
   return parsed;
 }
 
-export const ROUTER_MODES = [
-  "round-robin",
-  "random",
-  "least-loaded",
-  "power-of-two",
-  "kv",
-  "kv-approx",
-  "sglang",
-  "llm-d",
-] as const;
-export type CliRouterMode = (typeof ROUTER_MODES)[number];
-
-export function parseRouterMode(value: string | undefined): CliRouterMode {
+export function parseRouterMode(value: string | undefined): LlmRouterMode {
   const mode = value ?? "round-robin";
-  if (!(ROUTER_MODES as readonly string[]).includes(mode)) {
+  if (!isLlmRouterMode(mode)) {
     throw new TdistError(
       "invalid_option",
-      `--router-mode must be one of ${ROUTER_MODES.join(", ")}, got ${JSON.stringify(mode)}`,
+      `--router-mode must be one of ${LLM_ROUTER_MODES.join(", ")}, got ${JSON.stringify(mode)}`,
     );
   }
-  return mode as CliRouterMode;
+  return mode;
 }

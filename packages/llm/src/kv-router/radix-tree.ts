@@ -1,4 +1,5 @@
 import { TdistError } from "@tdist/runtime";
+import { BinaryHeap } from "./binary-heap.js";
 import { BlockHashIndex } from "./block-hash-index.js";
 
 /**
@@ -741,43 +742,13 @@ export class RadixTree {
       this.pruned += removed;
       return;
     }
-    const heap: WorkerLog[] = [];
     const headStamp = (worker: WorkerLog): number => worker.stamps[worker.head] as number;
-    const less = (a: WorkerLog, b: WorkerLog): boolean => headStamp(a) < headStamp(b);
-    const push = (worker: WorkerLog): void => {
-      heap.push(worker);
-      let i = heap.length - 1;
-      while (i > 0) {
-        const up = (i - 1) >> 1;
-        if (!less(heap[i] as WorkerLog, heap[up] as WorkerLog)) break;
-        [heap[i], heap[up]] = [heap[up] as WorkerLog, heap[i] as WorkerLog];
-        i = up;
-      }
-    };
-    const pop = (): WorkerLog => {
-      const top = heap[0] as WorkerLog;
-      const last = heap.pop() as WorkerLog;
-      if (heap.length > 0) {
-        heap[0] = last;
-        let i = 0;
-        for (;;) {
-          const l = 2 * i + 1;
-          const r = l + 1;
-          let m = i;
-          if (l < heap.length && less(heap[l] as WorkerLog, heap[m] as WorkerLog)) m = l;
-          if (r < heap.length && less(heap[r] as WorkerLog, heap[m] as WorkerLog)) m = r;
-          if (m === i) break;
-          [heap[i], heap[m]] = [heap[m] as WorkerLog, heap[i] as WorkerLog];
-          i = m;
-        }
-      }
-      return top;
-    };
-    for (const worker of this.workerIndex.values()) if (worker.head < worker.nodes.length) push(worker);
-    while (this.memberships > target && heap.length > 0) {
-      const worker = pop();
+    const heap = new BinaryHeap<WorkerLog>((a, b) => headStamp(a) < headStamp(b));
+    for (const worker of this.workerIndex.values()) if (worker.head < worker.nodes.length) heap.push(worker);
+    while (this.memberships > target && heap.size > 0) {
+      const worker = heap.pop() as WorkerLog;
       removed += this.dropHead(worker);
-      if (worker.head < worker.nodes.length) push(worker);
+      if (worker.head < worker.nodes.length) heap.push(worker);
     }
     for (const worker of this.workerIndex.values()) this.compactLog(worker);
     this.pruned += removed;

@@ -76,35 +76,20 @@ export class RouterMetrics {
       buckets: [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01],
       registers,
     });
-    const sources = this.sources;
-    this.predictedPrefillTokens = new Gauge({
-      name: `${prefix}_worker_predicted_prefill_tokens`,
-      help: "Uncached prompt tokens the router predicts are waiting for prefill on the worker",
-      labelNames: ["model", "worker"],
+    this.predictedPrefillTokens = predictedLoadGauge(
+      this.sources,
+      `${prefix}_worker_predicted_prefill_tokens`,
+      "Uncached prompt tokens the router predicts are waiting for prefill on the worker",
       registers,
-      collect() {
-        this.reset();
-        for (const source of sources) {
-          for (const load of source.predictedLoads()) {
-            this.set({ model: source.model, worker: load.workerId }, load.prefillTokens);
-          }
-        }
-      },
-    });
-    this.predictedDecodeBlocks = new Gauge({
-      name: `${prefix}_worker_predicted_decode_blocks`,
-      help: "KV blocks the router predicts the worker's active requests occupy",
-      labelNames: ["model", "worker"],
+      "prefillTokens",
+    );
+    this.predictedDecodeBlocks = predictedLoadGauge(
+      this.sources,
+      `${prefix}_worker_predicted_decode_blocks`,
+      "KV blocks the router predicts the worker's active requests occupy",
       registers,
-      collect() {
-        this.reset();
-        for (const source of sources) {
-          for (const load of source.predictedLoads()) {
-            this.set({ model: source.model, worker: load.workerId }, load.decodeBlocks);
-          }
-        }
-      },
-    });
+      "decodeBlocks",
+    );
   }
 
   /** The metrics of `registry` (created on first use; one set per registry and prefix). */
@@ -137,4 +122,27 @@ export class RouterMetrics {
     this.sources.add(source);
     return () => this.sources.delete(source);
   }
+}
+
+/** A per-worker gauge of one predicted-load field, read from the sources at scrape time. */
+function predictedLoadGauge(
+  sources: ReadonlySet<PredictedLoadSource>,
+  name: string,
+  help: string,
+  registers: Registry[],
+  field: "prefillTokens" | "decodeBlocks",
+): Gauge<"model" | "worker"> {
+  return new Gauge({
+    name,
+    help,
+    labelNames: ["model", "worker"],
+    registers,
+    collect() {
+      this.reset();
+      for (const source of sources) {
+        for (const load of source.predictedLoads())
+          this.set({ model: source.model, worker: load.workerId }, load[field]);
+      }
+    },
+  });
 }
