@@ -47,6 +47,7 @@ export {
   type WorkerLoadMetrics,
 } from "./kv/kv-events.js";
 export { ActiveSequences } from "./kv-router/active-sequences.js";
+export { BinaryHeap } from "./kv-router/binary-heap.js";
 export {
   createRouterPolicy,
   isLlmRouterMode,
@@ -58,7 +59,6 @@ export { JetStreamKvEventLog, kvEventStreamName } from "./kv-router/jetstream-kv
 export { kvEventsSubject, MemoryKvEventHistory } from "./kv-router/kv-event-history.js";
 export { KvIndexer, type KvIndexerOptions, type KvIndexerSnapshot } from "./kv-router/kv-indexer.js";
 export { KvRouter, type KvRouterMode, type KvRouterOptions } from "./kv-router/kv-router.js";
-export { BinaryHeap } from "./kv-router/binary-heap.js";
 export {
   DEFAULT_OVERLAP_WEIGHT,
   KvScheduler,
