@@ -38,8 +38,10 @@ export {
 } from "./llamacpp-engine.js";
 export {
   defaultThreads,
+  LLAMACPP_KV_BLOCK_SIZE,
   type LlamaCppEngineOptions,
   type LlamaCppGpu,
+  type LlamaCppKvEventsOptions,
   type ResolvedLlamaCppEngineOptions,
   resolveLlamaCppEngineOptions,
 } from "./llamacpp-options.js";

@@ -2,7 +2,16 @@ import { type ChildProcess, fork } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { EngineOutput, ModelAssets, ModelCard, PreprocessedRequest, TokenLogprob } from "@tdist/llm";
+import {
+  type EngineOutput,
+  KV_EVENTS_TOPIC,
+  KvEventSink,
+  type ModelAssets,
+  type ModelCard,
+  type PreprocessedRequest,
+  SequenceKvTracker,
+  type TokenLogprob,
+} from "@tdist/llm";
 import { type Context, type Logger, TdistError } from "@tdist/runtime";
 import { describeGgufModel, type GgufModelDescription } from "./gguf-model-assets.js";
 import { readGgufFile } from "./gguf-reader.js";
@@ -18,6 +27,7 @@ import type {
   WorkerReady,
 } from "./llamacpp-ipc.js";
 import {
+  LLAMACPP_KV_BLOCK_SIZE,
   type LlamaCppEngineOptions,
   type ResolvedLlamaCppEngineOptions,
   resolveLlamaCppEngineOptions,
@@ -217,6 +227,8 @@ export class LlamaCppEngine {
   #crashes: number[] = [];
   #restarts = 0;
   #failure: TdistError | undefined;
+  /** With `kvEvents`: what the child's sequences hold, and where their events go. */
+  readonly #kvCache: { tracker: SequenceKvTracker; sink: KvEventSink } | undefined;
 
   private constructor(
     options: ResolvedLlamaCppEngineOptions,
@@ -231,6 +243,19 @@ export class LlamaCppEngine {
     this.#fileBytes = fileBytes;
     this.#stateDir = stateDir;
     this.#logger = options.logger;
+    const { kvEvents } = options;
+    this.#kvCache =
+      kvEvents === undefined
+        ? undefined
+        : {
+            tracker: new SequenceKvTracker(LLAMACPP_KV_BLOCK_SIZE),
+            sink: new KvEventSink({
+              workerId: kvEvents.workerId,
+              publisher: kvEvents.publisher,
+              subject: kvEvents.subject ?? KV_EVENTS_TOPIC,
+              logger: options.logger,
+            }),
+          };
     this.#ready = Promise.reject(new TdistError("internal", "engine not started"));
     this.#ready.catch(() => {});
     this.handler = (request, ctx) => this.generate(request, ctx);
@@ -330,8 +355,7 @@ export class LlamaCppEngine {
       name: options.name ?? info.name,
       engine: "llamacpp",
       ...this.modelAssets().cardFields,
-      // llama.cpp has no paged KV blocks; this is the block size KV-aware routing hashes prompts with.
-      kvBlockSize: 16,
+      kvBlockSize: LLAMACPP_KV_BLOCK_SIZE,
       limits: { maxSequences: info.sequences },
       ...(options.migrationLimit !== undefined ? { migrationLimit: options.migrationLimit } : {}),
     };
@@ -651,6 +675,7 @@ export class LlamaCppEngine {
       batchAcrossSequences: options.batchAcrossSequences,
       gpu: options.gpu,
       creditWindow: options.creditWindow,
+      reportKvCache: this.#kvCache !== undefined,
     };
     child.send({ type: "init", config });
     const path = options.modelPath;
@@ -747,13 +772,36 @@ export class LlamaCppEngine {
         }
         return;
       }
+      case "kvCache":
+        if (child === this.#child) this.#onKvCache(message);
+        return;
       default:
         return;
     }
   }
 
+  /** Turns a sequence's KV cache change into KV events. */
+  #onKvCache(message: Extract<ChildMessage, { type: "kvCache" }>): void {
+    const kvCache = this.#kvCache;
+    if (kvCache === undefined) return;
+    try {
+      void kvCache.sink.publish(kvCache.tracker.update(message.sequence, message.keep, message.append));
+    } catch (err) {
+      // A report that does not fit what was reported before: start the router's view over.
+      this.#logger.warn({ err }, "inconsistent KV cache report from the llama.cpp child; clearing");
+      void kvCache.sink.publish(kvCache.tracker.clear());
+    }
+  }
+
   /** A child exited: fail what was in flight and, unless closing or crashing too often, start another. */
   #onExit(child: WorkerChild, reason: string): void {
+    // Its KV caches died with it.
+    const kvCache = this.#child === child ? this.#kvCache : undefined;
+    if (kvCache !== undefined) {
+      const held = kvCache.tracker.heldBlocks;
+      const cleared = kvCache.tracker.clear();
+      if (held > 0) void kvCache.sink.publish(cleared);
+    }
     for (const stream of child.requests.values()) {
       stream.push({ tokenIds: [], finishReason: "error", error: reason });
     }

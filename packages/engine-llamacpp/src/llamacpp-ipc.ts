@@ -20,6 +20,8 @@ export interface WorkerConfig {
   gpu: false | "auto" | "cuda" | "vulkan" | "metal";
   /** Tokens a request may run ahead of the parent's consumer before the child pauses it. */
   creditWindow: number;
+  /** Report what each sequence's KV cache holds (`kvCache` messages), for KV events. */
+  reportKvCache: boolean;
 }
 
 /** Sampling as the child applies it (defaults resolved by the parent). */
@@ -117,4 +119,11 @@ export type ChildMessage =
       /** The request was refused before it started (invalid, e.g. a state for another prompt). */
       badRequest?: boolean;
     }
-  | { type: "result"; callId: number; result?: unknown; error?: string; badRequest?: boolean };
+  | { type: "result"; callId: number; result?: unknown; error?: string; badRequest?: boolean }
+  | {
+      /** A sequence's KV cache changed: it holds its first `keep` tokens (as last reported), then `append`. */
+      type: "kvCache";
+      sequence: number;
+      keep: number;
+      append: number[];
+    };

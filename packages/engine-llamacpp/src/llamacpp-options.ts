@@ -1,5 +1,23 @@
 import { availableParallelism } from "node:os";
+import type { KvEventPublisher } from "@tdist/llm";
 import { type Logger, silentLogger, TdistError } from "@tdist/runtime";
+
+/**
+ * Tokens per KV block in the engine's KV events and model card. llama.cpp
+ * keeps one token history per sequence, not paged blocks; this is the size
+ * KV-aware routing hashes prompts with.
+ */
+export const LLAMACPP_KV_BLOCK_SIZE = 16;
+
+/** Where the engine publishes KV events (see `LlamaCppEngineOptions.kvEvents`). */
+export interface LlamaCppKvEventsOptions {
+  /** Identifies this worker in the events: the runtime instance id the router knows it by. */
+  workerId: string;
+  /** Receives `(subject, event)`; the runtime's `EventPlane` satisfies it. */
+  publisher: KvEventPublisher;
+  /** Default `KV_EVENTS_TOPIC` (the caller maps it under its component). */
+  subject?: string;
+}
 
 /** Where llama.cpp runs: CPU (default) or a GPU backend whose prebuilt binary is installed. */
 export type LlamaCppGpu = false | "auto" | "cuda" | "vulkan" | "metal";
@@ -38,6 +56,14 @@ export interface LlamaCppEngineOptions {
   gpu?: LlamaCppGpu;
   /** Tokens a request may generate ahead of its consumer before it pauses. Default 256. */
   creditWindow?: number;
+  /**
+   * Publish KV events (`stored`, `removed`, `cleared`) for what the
+   * sequences' KV caches hold, so `--router-mode kv` routes a returning
+   * conversation to the worker holding its prefix. Default: none
+   * (`serveLlamaCppWorker` turns them on; the router's `kv-approx` mode
+   * needs none).
+   */
+  kvEvents?: LlamaCppKvEventsOptions;
   /** How long loading the model may take, ms. Default 300 000. */
   loadTimeoutMs?: number;
   /** Restarts allowed within `restartWindowMs` after crashes before the engine gives up. Default 5. */
@@ -57,6 +83,7 @@ export interface ResolvedLlamaCppEngineOptions {
   batchAcrossSequences: boolean;
   gpu: LlamaCppGpu;
   creditWindow: number;
+  kvEvents: LlamaCppKvEventsOptions | undefined;
   loadTimeoutMs: number;
   maxRestarts: number;
   restartWindowMs: number;
@@ -77,6 +104,17 @@ function integer(name: string, value: number | undefined, fallback: number, min:
     throw new TdistError("invalid_option", `${name} must be an integer ${range}, got ${String(value)}`);
   }
   return resolved;
+}
+
+function checkKvEvents(kvEvents: LlamaCppKvEventsOptions | undefined): LlamaCppKvEventsOptions | undefined {
+  if (kvEvents === undefined) return undefined;
+  if (typeof kvEvents.workerId !== "string" || kvEvents.workerId.length === 0) {
+    throw new TdistError("invalid_option", "kvEvents.workerId must be a non-empty string");
+  }
+  if (typeof kvEvents.publisher?.publish !== "function") {
+    throw new TdistError("invalid_option", "kvEvents.publisher must have a publish(subject, payload) method");
+  }
+  return kvEvents;
 }
 
 export function resolveLlamaCppEngineOptions(options: LlamaCppEngineOptions): ResolvedLlamaCppEngineOptions {
@@ -101,6 +139,7 @@ export function resolveLlamaCppEngineOptions(options: LlamaCppEngineOptions): Re
     batchAcrossSequences: options.batchAcrossSequences ?? true,
     gpu,
     creditWindow: integer("creditWindow", options.creditWindow, 256, 1),
+    kvEvents: checkKvEvents(options.kvEvents),
     loadTimeoutMs: integer("loadTimeoutMs", options.loadTimeoutMs, 300_000, 1),
     maxRestarts: integer("maxRestarts", options.maxRestarts, 5, 0),
     restartWindowMs: integer("restartWindowMs", options.restartWindowMs, 60_000, 1),

@@ -42,6 +42,9 @@ import { commonPrefixLength, SequencePool, type SequenceSlot } from "./sequence-
 /** Errors the parent reports as the caller's fault, not the engine's. */
 class BadRequestError extends Error {}
 
+/** While a request generates, its sequence's KV cache is reported every this many tokens (and at its first and last). */
+const KV_REPORT_EVERY = 64;
+
 /** How many recent tokens repetition penalties look at (llama.cpp's `penalty_last_n` default). */
 const PENALTY_WINDOW = 64;
 
@@ -92,6 +95,8 @@ class Worker {
   readonly #pause = new DecodePause();
   /** The empty bias a `minTokens` request switches to once its minimum is out. */
   #noBias: TokenBias | undefined;
+  /** What each sequence's KV cache held when last reported (`reportKvCache`), by slot index. */
+  readonly #reported: number[][] = [];
 
   async init(config: WorkerConfig): Promise<void> {
     this.#config = config;
@@ -332,6 +337,7 @@ class Worker {
           ...(wantLogprobs ? { logprobs: pendingLogprobs.splice(0) } : {}),
           ...(firstMessage ? { cachedTokens } : {}),
         });
+        if (firstMessage || generated % KV_REPORT_EVERY === 0) this.#reportKvCache(slot);
         firstMessage = false;
         if (this.#pause.paused) await this.#pause.resumed();
         active.credit--;
@@ -349,8 +355,22 @@ class Worker {
       done("error", { error: errorText(err), ...(err instanceof BadRequestError ? { badRequest: true } : {}) });
     } finally {
       this.#active.delete(active.id);
-      if (slot !== undefined) pool.release(slot);
+      if (slot !== undefined) {
+        this.#reportKvCache(slot);
+        pool.release(slot);
+      }
     }
+  }
+
+  /** Tells the parent what changed in a sequence's KV cache since the last report (for KV events). */
+  #reportKvCache(slot: SequenceSlot): void {
+    if (this.#config?.reportKvCache !== true) return;
+    const held = slot.sequence.contextTokens as number[];
+    const before = this.#reported[slot.index] ?? [];
+    const keep = commonPrefixLength(before, held);
+    if (keep === before.length && keep === held.length) return;
+    this.#reported[slot.index] = held;
+    send({ type: "kvCache", sequence: slot.index, keep, append: held.slice(keep) });
   }
 
   /** Drops the sequence's tokens from `start` on, pausing decoding so the erase need not wait for the other streams. */
@@ -392,6 +412,7 @@ class Worker {
           const { fileSize } = await sequence.saveStateToFile(call.path);
           return { tokenCount: sequence.nextTokenIndex, bytes: fileSize };
         } finally {
+          this.#reportKvCache(slot);
           pool.release(slot);
         }
       }
@@ -401,6 +422,7 @@ class Worker {
           await this.#pause.during(() => slot.sequence.loadStateFromFile(call.path, { acceptRisk: true }));
           return { tokenCount: slot.sequence.nextTokenIndex };
         } finally {
+          this.#reportKvCache(slot);
           pool.release(slot);
         }
       }

@@ -16,6 +16,8 @@ export function commonPrefixLength(a: readonly number[], b: readonly number[]): 
 }
 
 export interface SequenceSlot {
+  /** The slot's position in the pool, from 0. */
+  index: number;
   sequence: LlamaContextSequence;
   busy: boolean;
   lastUsed: number;
@@ -34,7 +36,8 @@ export class SequencePool {
   #clock = 0;
 
   constructor(context: LlamaContext, count: number) {
-    this.#slots = Array.from({ length: count }, () => ({
+    this.#slots = Array.from({ length: count }, (_, index) => ({
+      index,
       sequence: context.getSequence(),
       busy: false,
       lastUsed: 0,

@@ -1,5 +1,5 @@
-import { type ServedModel, serveModel } from "@tdist/llm";
-import type { DistributedRuntime } from "@tdist/runtime";
+import { KV_EVENTS_TOPIC, type ServedModel, serveModel } from "@tdist/llm";
+import { type DistributedRuntime, eventSubject } from "@tdist/runtime";
 import { LlamaCppEngine } from "./llamacpp-engine.js";
 import type { LlamaCppEngineOptions } from "./llamacpp-options.js";
 import { resolveModelReference } from "./model-reference.js";
@@ -18,8 +18,14 @@ export interface LlamaCppWorkerOptions {
   model?: string;
   /** Print a progress bar while downloading `model`. Default false. */
   progressBar?: boolean;
-  /** Engine options. */
-  engine?: Partial<LlamaCppEngineOptions>;
+  /** Engine options (`kvEvents` is filled in unless `kvEvents` is false). */
+  engine?: Partial<Omit<LlamaCppEngineOptions, "kvEvents">>;
+  /**
+   * Publish the engine's KV events on the runtime's event plane under
+   * `{namespace}.{component}.kv-events`, with the runtime instance id as the
+   * worker id, for `--router-mode kv`. Default true.
+   */
+  kvEvents?: boolean;
   /** Cache root for downloads and the tiny model. Default `TDIST_CACHE_DIR` or `~/.cache/tdist`. */
   cacheDir?: string;
   migrationLimit?: number;
@@ -32,7 +38,9 @@ export interface ServedLlamaCppWorker extends ServedModel {
 /**
  * Serves a GGUF model through llama.cpp as a model worker: the card
  * (tokenizer, chat template, context length, eos ids) comes from the GGUF
- * file, so nothing else is needed. `stop()` also closes the engine.
+ * file, so nothing else is needed. The engine's KV events go to the
+ * runtime's event plane, so KV-aware routing (`--router-mode kv`) sees what
+ * each worker's sequences hold. `stop()` also closes the engine.
  *
  * ```ts
  * const worker = await serveLlamaCppWorker(runtime, { namespace: "tdist", engine: { modelPath: "model.gguf" } });
@@ -47,11 +55,29 @@ export async function serveLlamaCppWorker(
     options.model !== undefined
       ? await resolveModelReference(options.model, { ...cache, progressBar: options.progressBar ?? false })
       : (options.engine?.modelPath ?? (await ensureTinyModel(cache)));
-  const engine = await LlamaCppEngine.start({ logger: runtime.logger, ...options.engine, modelPath });
+  const component = options.component ?? "backend";
+  let kvEvents: LlamaCppEngineOptions["kvEvents"];
+  if (options.kvEvents !== false) {
+    const lease = await runtime.primaryLease();
+    const events = await runtime.eventPlane();
+    kvEvents = {
+      workerId: lease.id,
+      publisher: {
+        publish: (topic, payload) => events.publish(eventSubject(options.namespace, component, topic), payload),
+      },
+      subject: KV_EVENTS_TOPIC,
+    };
+  }
+  const engine = await LlamaCppEngine.start({
+    logger: runtime.logger,
+    ...options.engine,
+    modelPath,
+    ...(kvEvents !== undefined ? { kvEvents } : {}),
+  });
   try {
     const served = await serveModel(runtime, {
       namespace: options.namespace,
-      ...(options.component !== undefined ? { component: options.component } : {}),
+      component,
       tokenizerJson: engine.modelAssets().tokenizerJson,
       engine: engine.handler,
       card: engine.modelCard({

@@ -4,7 +4,7 @@ import {
   computeBlockHashes,
   type EngineOutput,
   type FinishReason,
-  type KvCacheEvent,
+  KvEventSink,
   type KvStoredBlock,
   type PreprocessedRequest,
   type WorkerLoadMetrics,
@@ -69,8 +69,10 @@ export class MockerEngine {
   private readonly closeController = new AbortController();
   private loop: Promise<void> | undefined;
   private wakeLoop: (() => void) | undefined;
+  /** News (a request, a removal) came while the loop was busy, not waiting: it looks again before waiting. */
+  private wakePending = false;
   private nextSequenceId = 0;
-  private nextEventId = 0;
+  private readonly kvEvents: KvEventSink | undefined;
   private steps = 0;
   private preemptions = 0;
   private peakRunning = 0;
@@ -79,6 +81,11 @@ export class MockerEngine {
   constructor(options: MockerEngineOptions = {}) {
     this.options = resolveMockerOptions(options);
     this.pool = new KvBlockPool(this.options.totalKvBlocks);
+    const { eventPublisher, kvEventsSubject, workerId, logger } = this.options;
+    this.kvEvents =
+      eventPublisher === undefined
+        ? undefined
+        : new KvEventSink({ workerId, publisher: eventPublisher, subject: kvEventsSubject, logger });
     this.handler = (request, ctx) => this.generate(request, ctx);
   }
 
@@ -193,12 +200,17 @@ export class MockerEngine {
     );
   }
 
+  /** Wakes an idle loop, or tells a busy one (stepping or publishing) to look again before it waits. */
+  private wake(): void {
+    if (this.wakeLoop !== undefined) this.wakeLoop();
+    else this.wakePending = true;
+  }
+
   private ensureLoop(): void {
-    if (this.wakeLoop !== undefined) {
-      this.wakeLoop();
+    if (this.loop !== undefined) {
+      this.wake();
       return;
     }
-    if (this.loop !== undefined) return;
     this.loop = this.runLoop().catch((err: unknown) => {
       this.options.logger.error({ err, workerId: this.options.workerId }, "mocker step loop failed");
       const error = TdistError.wrap(err, "internal", "mocker step loop failed");
@@ -222,6 +234,10 @@ export class MockerEngine {
         await this.publishEvents();
         await this.publishLoadMetrics();
         if (closed.aborted) break;
+        if (this.wakePending) {
+          this.wakePending = false;
+          continue;
+        }
         await new Promise<void>((resolve) => {
           this.wakeLoop = resolve;
         });
@@ -421,7 +437,7 @@ export class MockerEngine {
     sequence.blocks = [];
     sequence.state = "finished";
     // An idle loop republishes load metrics (a kill frees blocks outside any step).
-    this.wakeLoop?.();
+    this.wake();
   }
 
   private loadMetrics(): WorkerLoadMetrics {
@@ -445,17 +461,7 @@ export class MockerEngine {
 
   private async publishEvents(): Promise<void> {
     const events = this.pool.takeEvents();
-    const { eventPublisher, kvEventsSubject, workerId, logger } = this.options;
-    if (eventPublisher === undefined) return;
-    for (const data of events) {
-      const event: KvCacheEvent = { workerId, eventId: this.nextEventId++, data };
-      try {
-        await eventPublisher.publish(kvEventsSubject, event);
-      } catch (err) {
-        // The event id is spent either way: the indexer sees the gap and resynchronises.
-        logger.warn({ err, workerId, eventId: event.eventId }, "publishing a KV event failed");
-      }
-    }
+    await this.kvEvents?.publish(events);
   }
 
   private async publishLoadMetrics(): Promise<void> {

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { KV_EVENTS_TOPIC, LOAD_METRICS_TOPIC } from "@tdist/llm";
+import { KV_EVENTS_TOPIC, type KvEventPublisher, LOAD_METRICS_TOPIC } from "@tdist/llm";
 import { type Logger, silentLogger, TdistError } from "@tdist/runtime";
 import { type MockerClock, SystemClock } from "./mocker-clock.js";
 import { DEFAULT_TIMING_MODEL, type MockerTimingModel } from "./timing-model.js";
@@ -8,9 +8,7 @@ import { DEFAULT_TIMING_MODEL, type MockerTimingModel } from "./timing-model.js"
  * Where the mocker sends KV events and load metrics. The runtime's
  * `EventPlane` satisfies it as it is; anything with this one method does.
  */
-export interface MockerEventPublisher {
-  publish(subject: string, payload: unknown): Promise<void>;
-}
+export type MockerEventPublisher = KvEventPublisher;
 
 /** What one step did, for tests, benchmarks and debugging. */
 export interface MockerStepInfo {

@@ -38,6 +38,7 @@ export {
   hashTokenBlock,
   parseBlockHash,
 } from "./kv/block-hash.js";
+export { type KvEventPublisher, KvEventSink } from "./kv/kv-event-sink.js";
 export {
   KV_EVENTS_TOPIC,
   type KvCacheEvent,
@@ -46,6 +47,7 @@ export {
   LOAD_METRICS_TOPIC,
   type WorkerLoadMetrics,
 } from "./kv/kv-events.js";
+export { SequenceKvTracker } from "./kv/sequence-kv-tracker.js";
 export { ActiveSequences } from "./kv-router/active-sequences.js";
 export { BinaryHeap } from "./kv-router/binary-heap.js";
 export {

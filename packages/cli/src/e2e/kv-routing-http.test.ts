@@ -1,21 +1,36 @@
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { createEchoEngine } from "@tdist/engine-echo";
+import { serveLlamaCppWorker } from "@tdist/engine-llamacpp";
 import { serveMockerWorker } from "@tdist/engine-mocker";
 import { builtinModelAssets, HttpFrontend, serveModel, TokenizerPipeline } from "@tdist/llm";
-import { DistributedRuntime, delay, MemoryDiscoveryStore, MemoryEventBus } from "@tdist/runtime";
+import { DistributedRuntime, delay, MemoryDiscoveryStore, MemoryEventBus, withTimeout } from "@tdist/runtime";
 import { describe, expect, it } from "vitest";
+
+/** Shared with the engine's own tests, so the tiny GGUF model is generated once per machine. */
+const TEST_CACHE_DIR = process.env.TDIST_CACHE_DIR || join(tmpdir(), "tdist-test-cache");
+
+/** Three runtimes (two workers, one frontend) sharing a memory discovery store and event bus. */
+async function twoWorkersAndAFrontend(): Promise<[DistributedRuntime, DistributedRuntime, DistributedRuntime]> {
+  const store = new MemoryDiscoveryStore();
+  const bus = new MemoryEventBus();
+  const make = () =>
+    DistributedRuntime.create({ env: {}, discovery: { kind: "memory", store }, eventPlane: { kind: "memory", bus } });
+  return [await make(), await make(), await make()];
+}
+
+/** A frontend on an ephemeral port routing with `--router-mode kv`. */
+const kvFrontend = (runtime: DistributedRuntime): Promise<HttpFrontend> =>
+  HttpFrontend.start({ runtime, createPipeline: TokenizerPipeline.create, port: 0, router: "kv" });
 
 describe("kv routing - through the HTTP frontend", () => {
   it("kv routing - a repeated prompt goes back to the worker holding its blocks, named in the response headers", async () => {
-    const store = new MemoryDiscoveryStore();
-    const bus = new MemoryEventBus();
-    const make = () =>
-      DistributedRuntime.create({ env: {}, discovery: { kind: "memory", store }, eventPlane: { kind: "memory", bus } });
-    const runtimes = [await make(), await make(), await make()];
-    const [w1, w2, fe] = runtimes as [DistributedRuntime, DistributedRuntime, DistributedRuntime];
+    const runtimes = await twoWorkersAndAFrontend();
+    const [w1, w2, fe] = runtimes;
     const frontend = await (async () => {
       await serveMockerWorker(w1, { namespace: "kvhttp", engine: { speedupRatio: 50 } });
       await serveMockerWorker(w2, { namespace: "kvhttp", engine: { speedupRatio: 50 } });
-      return HttpFrontend.start({ runtime: fe, createPipeline: TokenizerPipeline.create, port: 0, router: "kv" });
+      return kvFrontend(fe);
     })();
     try {
       await frontend.models.waitForModel("mocker");
@@ -53,6 +68,69 @@ describe("kv routing - through the HTTP frontend", () => {
   });
 });
 
+describe("kv routing - llama.cpp workers", () => {
+  it("kv routing - llama.cpp workers' KV events send a returning conversation back to the worker holding it", async () => {
+    const runtimes = await twoWorkersAndAFrontend();
+    const [w1, w2, fe] = runtimes;
+    const workers = await withTimeout("starting two llama.cpp workers", 90_000, undefined, () =>
+      Promise.all(
+        [w1, w2].map((rt) =>
+          serveLlamaCppWorker(rt, {
+            namespace: "kvllama",
+            cacheDir: TEST_CACHE_DIR,
+            engine: { sequences: 2, contextSize: 512 },
+          }),
+        ),
+      ),
+    );
+    const frontend = await kvFrontend(fe);
+    try {
+      await frontend.models.waitForModel("tdist-tiny-random", 30_000);
+      const system = "You are a terse assistant that answers in one short sentence. ".repeat(8);
+      const post = (prompt: string) =>
+        withTimeout("a completion", 20_000, undefined, async () => {
+          const response = await fetch(`${frontend.url}/v1/completions`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({ model: "tdist-tiny-random", prompt, max_tokens: 8, temperature: 0 }),
+          });
+          expect(response.status).toBe(200);
+          const body = (await response.json()) as {
+            choices: { text: string }[];
+            usage: { prompt_tokens_details?: { cached_tokens?: number } };
+          };
+          return {
+            worker: response.headers.get("x-tdist-worker"),
+            cachedBlocks: Number(response.headers.get("x-tdist-cached-blocks")),
+            text: body.choices[0]?.text ?? "",
+            engineCached: body.usage.prompt_tokens_details?.cached_tokens ?? 0,
+          };
+        });
+      const first = await post(`${system}\nUser: hello\nAssistant:`);
+      expect(first.cachedBlocks).toBe(0);
+      const ids = workers.map((worker) => worker.instanceId);
+      expect(ids).toContain(first.worker);
+      // The next turn extends the first one's prompt and reply; let the worker's events reach the router.
+      const history = `${system}\nUser: hello\nAssistant:${first.text}`;
+      let turn = 0;
+      let second = await post(`${history}\nUser: and then? ${turn}\nAssistant:`);
+      while (second.cachedBlocks === 0 && turn < 50) {
+        await delay(20);
+        second = await post(`${history}\nUser: and then? ${++turn}\nAssistant:`);
+      }
+      expect(second.worker).toBe(first.worker);
+      // The shared system prompt alone is about 100 tokens: at least 6 blocks of 16.
+      expect(second.cachedBlocks).toBeGreaterThanOrEqual(6);
+      // The engine found what the router expected: llama.cpp reused the sequence's cached prefix.
+      expect(second.engineCached).toBeGreaterThanOrEqual(second.cachedBlocks * 16);
+    } finally {
+      await frontend.close();
+      await Promise.all(workers.map((worker) => worker.stop({ graceMs: 500 })));
+      await Promise.all(runtimes.map((rt) => rt.shutdown({ graceMs: 200 })));
+    }
+  }, 120_000);
+});
+
 describe("kv routing - per-request overrides", () => {
   it("kv routing - nvext.router_config_override reaches the router as annotations; bad values are 400s naming the field", async () => {
     const store = new MemoryDiscoveryStore();
@@ -71,12 +149,7 @@ describe("kv routing - per-request overrides", () => {
       },
       card: { name: "echo", engine: "echo", ...assets.cardFields, kvBlockSize: 16, limits: {} },
     });
-    const frontend = await HttpFrontend.start({
-      runtime: fe,
-      createPipeline: TokenizerPipeline.create,
-      port: 0,
-      router: "kv",
-    });
+    const frontend = await kvFrontend(fe);
     try {
       await frontend.models.waitForModel("echo");
       const post = (nvext: unknown) =>
