@@ -40,8 +40,8 @@ export {
   defaultThreads,
   LLAMACPP_KV_BLOCK_SIZE,
   type LlamaCppEngineOptions,
+  type LlamaCppEventOptions,
   type LlamaCppGpu,
-  type LlamaCppKvEventsOptions,
   type ResolvedLlamaCppEngineOptions,
   resolveLlamaCppEngineOptions,
 } from "./llamacpp-options.js";

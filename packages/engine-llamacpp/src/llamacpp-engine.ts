@@ -5,12 +5,15 @@ import { join } from "node:path";
 import {
   type EngineOutput,
   KV_EVENTS_TOPIC,
+  type KvEventPublisher,
   KvEventSink,
+  LOAD_METRICS_TOPIC,
   type ModelAssets,
   type ModelCard,
   type PreprocessedRequest,
   SequenceKvTracker,
   type TokenLogprob,
+  type WorkerLoadMetrics,
 } from "@tdist/llm";
 import { type Context, type Logger, TdistError } from "@tdist/runtime";
 import { describeGgufModel, type GgufModelDescription } from "./gguf-model-assets.js";
@@ -33,6 +36,16 @@ import {
   resolveLlamaCppEngineOptions,
 } from "./llamacpp-options.js";
 import { llamaCppWorkerEntry } from "./worker-entry.js";
+
+/** Where the engine's KV events and load metrics go (`LlamaCppEngineOptions.events`). */
+interface EngineEvents {
+  tracker: SequenceKvTracker;
+  sink: KvEventSink;
+  publisher: KvEventPublisher;
+  workerId: string;
+  loadMetricsSubject: string;
+  lastLoadKey: string;
+}
 
 export type LlamaCppEngineState = "starting" | "running" | "restarting" | "failed" | "closed";
 
@@ -227,8 +240,8 @@ export class LlamaCppEngine {
   #crashes: number[] = [];
   #restarts = 0;
   #failure: TdistError | undefined;
-  /** With `kvEvents`: what the child's sequences hold, and where their events go. */
-  readonly #kvCache: { tracker: SequenceKvTracker; sink: KvEventSink } | undefined;
+  /** With `events`: what the child's sequences hold, where KV events go, and the load last published. */
+  readonly #events: EngineEvents | undefined;
 
   private constructor(
     options: ResolvedLlamaCppEngineOptions,
@@ -243,18 +256,22 @@ export class LlamaCppEngine {
     this.#fileBytes = fileBytes;
     this.#stateDir = stateDir;
     this.#logger = options.logger;
-    const { kvEvents } = options;
-    this.#kvCache =
-      kvEvents === undefined
+    const { events } = options;
+    this.#events =
+      events === undefined
         ? undefined
         : {
             tracker: new SequenceKvTracker(LLAMACPP_KV_BLOCK_SIZE),
             sink: new KvEventSink({
-              workerId: kvEvents.workerId,
-              publisher: kvEvents.publisher,
-              subject: kvEvents.subject ?? KV_EVENTS_TOPIC,
+              workerId: events.workerId,
+              publisher: events.publisher,
+              subject: events.kvEventsSubject ?? KV_EVENTS_TOPIC,
               logger: options.logger,
             }),
+            publisher: events.publisher,
+            workerId: events.workerId,
+            loadMetricsSubject: events.loadMetricsSubject ?? LOAD_METRICS_TOPIC,
+            lastLoadKey: "",
           };
     this.#ready = Promise.reject(new TdistError("internal", "engine not started"));
     this.#ready.catch(() => {});
@@ -675,7 +692,8 @@ export class LlamaCppEngine {
       batchAcrossSequences: options.batchAcrossSequences,
       gpu: options.gpu,
       creditWindow: options.creditWindow,
-      reportKvCache: this.#kvCache !== undefined,
+      reportKvState: this.#events !== undefined,
+      kvBlockSize: LLAMACPP_KV_BLOCK_SIZE,
     };
     child.send({ type: "init", config });
     const path = options.modelPath;
@@ -775,6 +793,9 @@ export class LlamaCppEngine {
       case "kvCache":
         if (child === this.#child) this.#onKvCache(message);
         return;
+      case "load":
+        if (child === this.#child) this.#publishLoad(message);
+        return;
       default:
         return;
     }
@@ -782,25 +803,49 @@ export class LlamaCppEngine {
 
   /** Turns a sequence's KV cache change into KV events. */
   #onKvCache(message: Extract<ChildMessage, { type: "kvCache" }>): void {
-    const kvCache = this.#kvCache;
-    if (kvCache === undefined) return;
+    const events = this.#events;
+    if (events === undefined) return;
     try {
-      void kvCache.sink.publish(kvCache.tracker.update(message.sequence, message.keep, message.append));
+      void events.sink.publish(events.tracker.update(message.sequence, message.keep, message.append));
     } catch (err) {
       // A report that does not fit what was reported before: start the router's view over.
       this.#logger.warn({ err }, "inconsistent KV cache report from the llama.cpp child; clearing");
-      void kvCache.sink.publish(kvCache.tracker.clear());
+      void events.sink.publish(events.tracker.clear());
     }
+  }
+
+  /** Publishes the child's load as `WorkerLoadMetrics` when it changed. */
+  #publishLoad(load: Omit<Extract<ChildMessage, { type: "load" }>, "type">): void {
+    const events = this.#events;
+    const ready = this.#lastReady;
+    if (events === undefined || ready === undefined) return;
+    const totalKvBlocks = Math.floor((ready.sequences * ready.contextSize) / LLAMACPP_KV_BLOCK_SIZE);
+    const metrics: WorkerLoadMetrics = {
+      workerId: events.workerId,
+      activeSequences: load.activeSequences,
+      waitingSequences: load.waitingSequences,
+      activeKvBlocks: load.activeKvBlocks,
+      totalKvBlocks,
+      kvUsage: totalKvBlocks > 0 ? Math.min(1, load.activeKvBlocks / totalKvBlocks) : 0,
+      prefillTokensQueued: load.prefillTokensQueued,
+    };
+    const key = `${metrics.activeSequences}/${metrics.waitingSequences}/${metrics.activeKvBlocks}/${metrics.prefillTokensQueued}/${totalKvBlocks}`;
+    if (key === events.lastLoadKey) return;
+    events.lastLoadKey = key;
+    events.publisher.publish(events.loadMetricsSubject, metrics).catch((err: unknown) => {
+      this.#logger.warn({ err, workerId: events.workerId }, "publishing load metrics failed");
+    });
   }
 
   /** A child exited: fail what was in flight and, unless closing or crashing too often, start another. */
   #onExit(child: WorkerChild, reason: string): void {
-    // Its KV caches died with it.
-    const kvCache = this.#child === child ? this.#kvCache : undefined;
-    if (kvCache !== undefined) {
-      const held = kvCache.tracker.heldBlocks;
-      const cleared = kvCache.tracker.clear();
-      if (held > 0) void kvCache.sink.publish(cleared);
+    // Its KV caches and its requests died with it.
+    const events = this.#child === child ? this.#events : undefined;
+    if (events !== undefined) {
+      const held = events.tracker.heldBlocks;
+      const cleared = events.tracker.clear();
+      if (held > 0) void events.sink.publish(cleared);
+      this.#publishLoad({ activeSequences: 0, waitingSequences: 0, activeKvBlocks: 0, prefillTokensQueued: 0 });
     }
     for (const stream of child.requests.values()) {
       stream.push({ tokenIds: [], finishReason: "error", error: reason });

@@ -20,8 +20,10 @@ export interface WorkerConfig {
   gpu: false | "auto" | "cuda" | "vulkan" | "metal";
   /** Tokens a request may run ahead of the parent's consumer before the child pauses it. */
   creditWindow: number;
-  /** Report what each sequence's KV cache holds (`kvCache` messages), for KV events. */
-  reportKvCache: boolean;
+  /** Report what each sequence's KV cache holds (`kvCache`) and the load (`load`), for KV events and load metrics. */
+  reportKvState: boolean;
+  /** Tokens per KV block, for counting a load's active blocks. */
+  kvBlockSize: number;
 }
 
 /** Sampling as the child applies it (defaults resolved by the parent). */
@@ -126,4 +128,12 @@ export type ChildMessage =
       sequence: number;
       keep: number;
       append: number[];
+    }
+  | {
+      /** The load changed: sequences generating, requests waiting for one, their KV blocks, prompt tokens left to compute. */
+      type: "load";
+      activeSequences: number;
+      waitingSequences: number;
+      activeKvBlocks: number;
+      prefillTokensQueued: number;
     };

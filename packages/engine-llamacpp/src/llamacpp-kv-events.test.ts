@@ -1,4 +1,4 @@
-import { type KvCacheEvent, KvIndexer } from "@tdist/llm";
+import { type KvCacheEvent, KvIndexer, type WorkerLoadMetrics } from "@tdist/llm";
 import { Context, withTimeout } from "@tdist/runtime";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LlamaCppEngine } from "./llamacpp-engine.js";
@@ -12,9 +12,10 @@ const blocks = (tokens: number): number => Math.floor(tokens / LLAMACPP_KV_BLOCK
 const prompt = (salt: number, length: number): number[] =>
   Array.from({ length }, (_, i) => 1000 + ((salt * 7919 + i * 104_729) % 20_000));
 
-describe("llamacpp engine KV events", () => {
+describe("llamacpp engine KV events and load metrics", () => {
   let engine: LlamaCppEngine;
   const events: KvCacheEvent[] = [];
+  const loads: WorkerLoadMetrics[] = [];
   const indexer = new KvIndexer({ blockSize: LLAMACPP_KV_BLOCK_SIZE });
 
   /** Leading blocks of `tokens` the router's indexer believes the worker holds. */
@@ -33,10 +34,14 @@ describe("llamacpp engine KV events", () => {
         modelPath,
         contextSize: 256,
         sequences: 2,
-        kvEvents: {
+        events: {
           workerId: WORKER,
           publisher: {
             async publish(subject, payload) {
+              if (subject === "load-metrics") {
+                loads.push(payload as WorkerLoadMetrics);
+                return;
+              }
               expect(subject).toBe("kv-events");
               const event = payload as KvCacheEvent;
               events.push(event);
@@ -81,6 +86,22 @@ describe("llamacpp engine KV events", () => {
     const removed = new Set(events.flatMap((event) => (event.data.type === "removed" ? event.data.blockHashes : [])));
     expect(conversation.every((block) => removed.has(block.blockHash))).toBe(true);
     expect(indexer.stats().blocks).toBe(6);
+  });
+
+  it("llamacpp kv events - load metrics follow sequences running and waiting, their blocks and queued prefill", async () => {
+    loads.length = 0;
+    // Three requests on two sequences: one waits.
+    const requests = [6, 7, 8].map((salt) => request(prompt(salt, 40), 40, { stop: { ignoreEos: true } }));
+    await Promise.all(requests.map((req) => collect(engine, req)));
+    await eventually("the idle report", () => loads.at(-1)?.activeSequences === 0);
+    expect(loads.every((load) => load.workerId === WORKER && load.totalKvBlocks === (2 * 256) / 16)).toBe(true);
+    expect(Math.max(...loads.map((load) => load.activeSequences))).toBe(2);
+    expect(Math.max(...loads.map((load) => load.waitingSequences))).toBe(1);
+    // Prompts queue 40 uncached tokens each; a running request holds up to 40 + 39 tokens, 5 blocks.
+    expect(Math.max(...loads.map((load) => load.prefillTokensQueued))).toBeGreaterThanOrEqual(40);
+    expect(Math.max(...loads.map((load) => load.activeKvBlocks))).toBeLessThanOrEqual(10);
+    expect(loads.some((load) => load.activeKvBlocks === 10)).toBe(true);
+    expect(loads.at(-1)).toMatchObject({ waitingSequences: 0, activeKvBlocks: 0, prefillTokensQueued: 0, kvUsage: 0 });
   });
 
   it("llamacpp kv events - a crashed child's caches are cleared", async () => {

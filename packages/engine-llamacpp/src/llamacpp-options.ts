@@ -9,14 +9,16 @@ import { type Logger, silentLogger, TdistError } from "@tdist/runtime";
  */
 export const LLAMACPP_KV_BLOCK_SIZE = 16;
 
-/** Where the engine publishes KV events (see `LlamaCppEngineOptions.kvEvents`). */
-export interface LlamaCppKvEventsOptions {
+/** Where the engine publishes KV events and load metrics (see `LlamaCppEngineOptions.events`). */
+export interface LlamaCppEventOptions {
   /** Identifies this worker in the events: the runtime instance id the router knows it by. */
   workerId: string;
-  /** Receives `(subject, event)`; the runtime's `EventPlane` satisfies it. */
+  /** Receives `(subject, payload)`; the runtime's `EventPlane` satisfies it. */
   publisher: KvEventPublisher;
   /** Default `KV_EVENTS_TOPIC` (the caller maps it under its component). */
-  subject?: string;
+  kvEventsSubject?: string;
+  /** Default `LOAD_METRICS_TOPIC`. */
+  loadMetricsSubject?: string;
 }
 
 /** Where llama.cpp runs: CPU (default) or a GPU backend whose prebuilt binary is installed. */
@@ -59,11 +61,12 @@ export interface LlamaCppEngineOptions {
   /**
    * Publish KV events (`stored`, `removed`, `cleared`) for what the
    * sequences' KV caches hold, so `--router-mode kv` routes a returning
-   * conversation to the worker holding its prefix. Default: none
-   * (`serveLlamaCppWorker` turns them on; the router's `kv-approx` mode
-   * needs none).
+   * conversation to the worker holding its prefix, and load metrics
+   * (sequences running and waiting, their KV blocks, prompt tokens left to
+   * prefill) for the routers' load terms. Default: none
+   * (`serveLlamaCppWorker` turns them on; `kv-approx` needs no events).
    */
-  kvEvents?: LlamaCppKvEventsOptions;
+  events?: LlamaCppEventOptions;
   /** How long loading the model may take, ms. Default 300 000. */
   loadTimeoutMs?: number;
   /** Restarts allowed within `restartWindowMs` after crashes before the engine gives up. Default 5. */
@@ -83,7 +86,7 @@ export interface ResolvedLlamaCppEngineOptions {
   batchAcrossSequences: boolean;
   gpu: LlamaCppGpu;
   creditWindow: number;
-  kvEvents: LlamaCppKvEventsOptions | undefined;
+  events: LlamaCppEventOptions | undefined;
   loadTimeoutMs: number;
   maxRestarts: number;
   restartWindowMs: number;
@@ -106,15 +109,15 @@ function integer(name: string, value: number | undefined, fallback: number, min:
   return resolved;
 }
 
-function checkKvEvents(kvEvents: LlamaCppKvEventsOptions | undefined): LlamaCppKvEventsOptions | undefined {
-  if (kvEvents === undefined) return undefined;
-  if (typeof kvEvents.workerId !== "string" || kvEvents.workerId.length === 0) {
-    throw new TdistError("invalid_option", "kvEvents.workerId must be a non-empty string");
+function checkEvents(events: LlamaCppEventOptions | undefined): LlamaCppEventOptions | undefined {
+  if (events === undefined) return undefined;
+  if (typeof events.workerId !== "string" || events.workerId.length === 0) {
+    throw new TdistError("invalid_option", "events.workerId must be a non-empty string");
   }
-  if (typeof kvEvents.publisher?.publish !== "function") {
-    throw new TdistError("invalid_option", "kvEvents.publisher must have a publish(subject, payload) method");
+  if (typeof events.publisher?.publish !== "function") {
+    throw new TdistError("invalid_option", "events.publisher must have a publish(subject, payload) method");
   }
-  return kvEvents;
+  return events;
 }
 
 export function resolveLlamaCppEngineOptions(options: LlamaCppEngineOptions): ResolvedLlamaCppEngineOptions {
@@ -139,7 +142,7 @@ export function resolveLlamaCppEngineOptions(options: LlamaCppEngineOptions): Re
     batchAcrossSequences: options.batchAcrossSequences ?? true,
     gpu,
     creditWindow: integer("creditWindow", options.creditWindow, 256, 1),
-    kvEvents: checkKvEvents(options.kvEvents),
+    events: checkEvents(options.events),
     loadTimeoutMs: integer("loadTimeoutMs", options.loadTimeoutMs, 300_000, 1),
     maxRestarts: integer("maxRestarts", options.maxRestarts, 5, 0),
     restartWindowMs: integer("restartWindowMs", options.restartWindowMs, 60_000, 1),

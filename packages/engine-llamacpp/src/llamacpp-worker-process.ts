@@ -83,6 +83,12 @@ interface ActiveRequest {
   killed: AbortController;
   credit: number;
   onCredit: (() => void) | undefined;
+  /** Waiting for a sequence, computing its prompt, or generating: for load reports. */
+  phase: "waiting" | "prefill" | "decode";
+  /** Prompt tokens it computes (the prompt less the cached prefix), once it has a sequence. */
+  toPrefill: number;
+  /** Tokens in its sequence: the prompt, then each generated token. */
+  tokens: number;
 }
 
 class Worker {
@@ -95,8 +101,10 @@ class Worker {
   readonly #pause = new DecodePause();
   /** The empty bias a `minTokens` request switches to once its minimum is out. */
   #noBias: TokenBias | undefined;
-  /** What each sequence's KV cache held when last reported (`reportKvCache`), by slot index. */
+  /** What each sequence's KV cache held when last reported (`reportKvState`), by slot index. */
   readonly #reported: number[][] = [];
+  #loadScheduled = false;
+  #lastLoad = "";
 
   async init(config: WorkerConfig): Promise<void> {
     this.#config = config;
@@ -161,8 +169,12 @@ class Worker {
           killed: new AbortController(),
           credit: this.#config?.creditWindow ?? 256,
           onCredit: undefined,
+          phase: "waiting",
+          toPrefill: 0,
+          tokens: message.request.tokenIds.length,
         };
         this.#active.set(message.id, active);
+        this.#loadChanged();
         void this.#run(active);
         return;
       }
@@ -251,6 +263,9 @@ class Worker {
       const keep = Math.min(commonPrefixLength(sequence.contextTokens, prompt), prompt.length - 1);
       await this.#eraseFrom(sequence, keep);
       cachedTokens = keep;
+      active.phase = "prefill";
+      active.toPrefill = prompt.length - keep;
+      this.#loadChanged();
       if (active.killed.signal.aborted) {
         done("killed");
         return;
@@ -309,6 +324,9 @@ class Worker {
         const output = result as { token: Token; confidence?: number; probabilities?: Map<Token, number> };
         const token = output.token as number;
         generated++;
+        active.phase = "decode";
+        active.tokens++;
+        this.#loadChanged();
         if (penalize) {
           history.push(token);
           if (history.length > 4 * PENALTY_WINDOW) history.splice(0, history.length - PENALTY_WINDOW);
@@ -355,6 +373,7 @@ class Worker {
       done("error", { error: errorText(err), ...(err instanceof BadRequestError ? { badRequest: true } : {}) });
     } finally {
       this.#active.delete(active.id);
+      this.#loadChanged();
       if (slot !== undefined) {
         this.#reportKvCache(slot);
         pool.release(slot);
@@ -364,13 +383,40 @@ class Worker {
 
   /** Tells the parent what changed in a sequence's KV cache since the last report (for KV events). */
   #reportKvCache(slot: SequenceSlot): void {
-    if (this.#config?.reportKvCache !== true) return;
+    if (this.#config?.reportKvState !== true) return;
     const held = slot.sequence.contextTokens as number[];
     const before = this.#reported[slot.index] ?? [];
     const keep = commonPrefixLength(before, held);
     if (keep === before.length && keep === held.length) return;
     this.#reported[slot.index] = held;
     send({ type: "kvCache", sequence: slot.index, keep, append: held.slice(keep) });
+  }
+
+  /** Reports the load to the parent once this turn's changes are in, if it changed (`reportKvState`). */
+  #loadChanged(): void {
+    if (this.#loadScheduled || this.#config?.reportKvState !== true) return;
+    this.#loadScheduled = true;
+    setImmediate(() => {
+      this.#loadScheduled = false;
+      const blockSize = this.#config?.kvBlockSize ?? 16;
+      let activeSequences = 0;
+      let waitingSequences = 0;
+      let activeKvBlocks = 0;
+      let prefillTokensQueued = 0;
+      for (const active of this.#active.values()) {
+        if (active.phase === "waiting") {
+          waitingSequences++;
+          continue;
+        }
+        activeSequences++;
+        activeKvBlocks += Math.ceil(active.tokens / blockSize);
+        if (active.phase === "prefill") prefillTokensQueued += active.toPrefill;
+      }
+      const key = `${activeSequences}/${waitingSequences}/${activeKvBlocks}/${prefillTokensQueued}`;
+      if (key === this.#lastLoad) return;
+      this.#lastLoad = key;
+      send({ type: "load", activeSequences, waitingSequences, activeKvBlocks, prefillTokensQueued });
+    });
   }
 
   /** Drops the sequence's tokens from `start` on, pausing decoding so the erase need not wait for the other streams. */

@@ -1,4 +1,4 @@
-import { KV_EVENTS_TOPIC, type ServedModel, serveModel } from "@tdist/llm";
+import { type ServedModel, serveModel } from "@tdist/llm";
 import { type DistributedRuntime, eventSubject } from "@tdist/runtime";
 import { LlamaCppEngine } from "./llamacpp-engine.js";
 import type { LlamaCppEngineOptions } from "./llamacpp-options.js";
@@ -18,14 +18,15 @@ export interface LlamaCppWorkerOptions {
   model?: string;
   /** Print a progress bar while downloading `model`. Default false. */
   progressBar?: boolean;
-  /** Engine options (`kvEvents` is filled in unless `kvEvents` is false). */
-  engine?: Partial<Omit<LlamaCppEngineOptions, "kvEvents">>;
+  /** Engine options (`events` is filled in unless `events` is false). */
+  engine?: Partial<Omit<LlamaCppEngineOptions, "events">>;
   /**
-   * Publish the engine's KV events on the runtime's event plane under
-   * `{namespace}.{component}.kv-events`, with the runtime instance id as the
-   * worker id, for `--router-mode kv`. Default true.
+   * Publish the engine's KV events and load metrics on the runtime's event
+   * plane under `{namespace}.{component}.kv-events` / `.load-metrics`, with
+   * the runtime instance id as the worker id, for the KV-aware routers.
+   * Default true.
    */
-  kvEvents?: boolean;
+  events?: boolean;
   /** Cache root for downloads and the tiny model. Default `TDIST_CACHE_DIR` or `~/.cache/tdist`. */
   cacheDir?: string;
   migrationLimit?: number;
@@ -56,23 +57,22 @@ export async function serveLlamaCppWorker(
       ? await resolveModelReference(options.model, { ...cache, progressBar: options.progressBar ?? false })
       : (options.engine?.modelPath ?? (await ensureTinyModel(cache)));
   const component = options.component ?? "backend";
-  let kvEvents: LlamaCppEngineOptions["kvEvents"];
-  if (options.kvEvents !== false) {
+  let events: LlamaCppEngineOptions["events"];
+  if (options.events !== false) {
     const lease = await runtime.primaryLease();
-    const events = await runtime.eventPlane();
-    kvEvents = {
+    const plane = await runtime.eventPlane();
+    events = {
       workerId: lease.id,
       publisher: {
-        publish: (topic, payload) => events.publish(eventSubject(options.namespace, component, topic), payload),
+        publish: (topic, payload) => plane.publish(eventSubject(options.namespace, component, topic), payload),
       },
-      subject: KV_EVENTS_TOPIC,
     };
   }
   const engine = await LlamaCppEngine.start({
     logger: runtime.logger,
     ...options.engine,
     modelPath,
-    ...(kvEvents !== undefined ? { kvEvents } : {}),
+    ...(events !== undefined ? { events } : {}),
   });
   try {
     const served = await serveModel(runtime, {
