@@ -2,7 +2,7 @@
  * bench/indexer: how fast the KV router's indexer applies KV events and
  * answers `findMatches`, against a naive index measured in the same run.
  *
- *   npm run bench -- indexer [--quick]
+ *   npm run bench -- indexer [--quick] [--workers 256]
  *
  * For 8, 64 and 256 workers, each ends up holding 10k+ blocks: sequences of
  * a shared system prompt (one of 16, 32 blocks) plus a 96-block
@@ -22,10 +22,20 @@ import { type KvCacheEvent, KvIndexer } from "@tdist/llm";
 import { type BenchResult, result, writeReport } from "../lib/results.js";
 import { percentile } from "../lib/stats.js";
 
-const { values } = parseArgs({ options: { quick: { type: "boolean", default: false } } });
+const { values } = parseArgs({
+  options: {
+    quick: { type: "boolean", default: false },
+    /** Run only these cluster sizes (comma-separated), e.g. `--workers 256`. */
+    workers: { type: "string" },
+  },
+});
 const quick = values.quick === true;
+const onlyWorkers = values.workers?.split(",").map(Number);
+if (onlyWorkers?.some((n) => !Number.isInteger(n) || n < 1)) {
+  throw new Error(`--workers must be positive integers, got ${values.workers}`);
+}
 const config = {
-  workerCounts: quick ? [8, 64] : [8, 64, 256],
+  workerCounts: onlyWorkers ?? (quick ? [8, 64] : [8, 64, 256]),
   systemPrompts: 16,
   systemPromptBlocks: 32,
   conversationBlocks: 96,

@@ -175,6 +175,8 @@ describe("radix-tree", () => {
     { workerCount: 4, seed: 42, options: {} },
     // Past 16 holders a block switches to a position map: exercise it, and the per-worker logs.
     { workerCount: 40, seed: 7, options: {} },
+    // Member chunks grow to 128 slots and are released and reused as workers come and go.
+    { workerCount: 100, seed: 11, options: {} },
     { workerCount: 24, seed: 9, options: { ttlMs: 1e12 } },
   ])(
     "radix-tree - random operations agree with a naive per-worker model ($workerCount workers)",

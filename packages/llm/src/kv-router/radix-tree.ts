@@ -1,6 +1,7 @@
 import { TdistError } from "@tdist/runtime";
 import { BinaryHeap } from "./binary-heap.js";
 import { BlockHashIndex } from "./block-hash-index.js";
+import { MemberArena } from "./member-arena.js";
 
 /**
  * Nodes live in parallel typed arrays indexed by a node number (structure
@@ -8,14 +9,16 @@ import { BlockHashIndex } from "./block-hash-index.js";
  * block — millions in a large deployment — and a node object per block made
  * the garbage collector the indexer's main cost. Node 0 is the sentinel
  * root (the parent of every first block). Children form a doubly linked
- * sibling list. A node's first worker is stored inline; further workers are
- * packed in one array per node (`[worker, stamp, worker, stamp, ...]`),
- * with a position map once a block is held by more than LOOKUP_THRESHOLD.
+ * sibling list. A node's first worker is stored inline; further workers sit
+ * in one chunk of a shared {@link MemberArena} per node, with a position map
+ * once a block is held by more than LOOKUP_THRESHOLD.
  */
 const NONE = -1;
 const ROOT = 0;
 const LOOKUP_THRESHOLD = 16;
 const INITIAL_NODES = 1024;
+/** A node's first chunk of extra members holds 2^1 of them. */
+const FIRST_CHUNK_LOG2 = 1;
 
 /**
  * One worker's memberships in touch order, kept when ages matter (a TTL or
@@ -135,7 +138,10 @@ export class RadixTree {
   private counts = new Int32Array(INITIAL_NODES);
   private workers0 = new Int32Array(INITIAL_NODES);
   private stamps0 = new Float64Array(INITIAL_NODES);
-  private more: (number[] | undefined)[] = [undefined];
+  /** Extra members: chunk offset in `arena` per node (NONE: none) and the chunk's size as a power of two. */
+  private moreAt = new Int32Array(INITIAL_NODES);
+  private moreLog2 = new Uint8Array(INITIAL_NODES);
+  private readonly arena = new MemberArena();
   private lookups: (Map<number, number> | undefined)[] = [undefined];
   private freeNodes: number[] = [];
   private nodeCount = 1;
@@ -174,6 +180,7 @@ export class RadixTree {
     this.firstChildren[ROOT] = NONE;
     this.nextSiblings[ROOT] = NONE;
     this.prevSiblings[ROOT] = NONE;
+    this.moreAt[ROOT] = NONE;
   }
 
   stats(): RadixTreeStats {
@@ -341,10 +348,12 @@ export class RadixTree {
         depths[first] = depth + 1;
         matched.push(first);
       }
-      const more = this.more[node];
-      if (more === undefined) continue;
-      for (let i = 0; i < more.length; i += 2) {
-        const w = more[i] as number;
+      const extras = (counts[node] as number) - 1;
+      if (extras <= 0) continue;
+      const members = this.arena.workers;
+      const from = this.moreAt[node] as number;
+      for (let i = from; i < from + extras; i++) {
+        const w = members[i] as number;
         if (depths[w] === 0) {
           depths[w] = depth + 1;
           matched.push(w);
@@ -472,7 +481,7 @@ export class RadixTree {
     this.prevSiblings[node] = NONE;
     this.counts[node] = 0;
     this.workers0[node] = NONE;
-    this.more[node] = undefined;
+    this.moreAt[node] = NONE;
     this.lookups[node] = undefined;
     const first = this.firstChildren[parent] as number;
     this.nextSiblings[node] = first;
@@ -483,7 +492,7 @@ export class RadixTree {
 
   private grow(): void {
     const size = this.parents.length * 2;
-    const grown = <T extends Int32Array | Float64Array>(array: T): T => {
+    const grown = <T extends Int32Array | Float64Array | Uint8Array>(array: T): T => {
       const next = new (array.constructor as new (n: number) => T)(size);
       next.set(array);
       return next;
@@ -495,6 +504,8 @@ export class RadixTree {
     this.counts = grown(this.counts);
     this.workers0 = grown(this.workers0);
     this.stamps0 = grown(this.stamps0);
+    this.moreAt = grown(this.moreAt);
+    this.moreLog2 = grown(this.moreLog2);
   }
 
   /** Unlinks an empty, childless node and frees its number. */
@@ -507,7 +518,7 @@ export class RadixTree {
     else if (this.firstChildren[parent] === node) this.firstChildren[parent] = next;
     if (next !== NONE) this.prevSiblings[next] = prev;
     this.hashes[node] = undefined;
-    this.more[node] = undefined;
+    this.releaseMore(node);
     this.lookups[node] = undefined;
     this.counts[node] = 0;
     this.parents[node] = NONE;
@@ -523,18 +534,24 @@ export class RadixTree {
     if (this.workers0[node] === worker) return 0;
     const lookup = this.lookups[node];
     if (lookup !== undefined) return lookup.get(worker) ?? -1;
-    const more = this.more[node];
-    if (more === undefined) return -1;
-    for (let i = 0; i < more.length; i += 2) if (more[i] === worker) return (i >> 1) + 1;
+    if (count === 1) return -1;
+    const members = this.arena.workers;
+    const from = this.moreAt[node] as number;
+    const end = from + count - 1;
+    for (let i = from; i < end; i++) if (members[i] === worker) return i - from + 1;
     return -1;
   }
 
   private workerAt(node: number, slot: number): number {
-    return slot === 0 ? (this.workers0[node] as number) : ((this.more[node] as number[])[2 * (slot - 1)] as number);
+    return slot === 0
+      ? (this.workers0[node] as number)
+      : (this.arena.workers[(this.moreAt[node] as number) + slot - 1] as number);
   }
 
   private stampAt(node: number, slot: number): number {
-    return slot === 0 ? (this.stamps0[node] as number) : ((this.more[node] as number[])[2 * (slot - 1) + 1] as number);
+    return slot === 0
+      ? (this.stamps0[node] as number)
+      : (this.arena.stamps[(this.moreAt[node] as number) + slot - 1] as number);
   }
 
   private setMember(node: number, slot: number, worker: number, stamp: number): void {
@@ -542,9 +559,9 @@ export class RadixTree {
       this.workers0[node] = worker;
       this.stamps0[node] = stamp;
     } else {
-      const more = this.more[node] as number[];
-      more[2 * (slot - 1)] = worker;
-      more[2 * (slot - 1) + 1] = stamp;
+      const at = (this.moreAt[node] as number) + slot - 1;
+      this.arena.workers[at] = worker;
+      this.arena.stamps[at] = stamp;
     }
   }
 
@@ -556,10 +573,24 @@ export class RadixTree {
       this.counts[node] = 1;
       return;
     }
-    const more = this.more[node];
-    // A literal is allocated at its exact size; `[]` then push would reserve 16 spare slots per shared block.
-    if (more === undefined) this.more[node] = [worker, stamp];
-    else more.push(worker, stamp);
+    const extras = count - 1;
+    const arena = this.arena;
+    if (extras === 0) {
+      this.moreAt[node] = arena.alloc(FIRST_CHUNK_LOG2);
+      this.moreLog2[node] = FIRST_CHUNK_LOG2;
+    } else if (extras === 1 << (this.moreLog2[node] as number)) {
+      // Full: move to a chunk twice the size.
+      const log2 = (this.moreLog2[node] as number) + 1;
+      const from = this.moreAt[node] as number;
+      const to = arena.alloc(log2);
+      arena.move(from, to, extras);
+      arena.release(from, log2 - 1);
+      this.moreAt[node] = to;
+      this.moreLog2[node] = log2;
+    }
+    const at = (this.moreAt[node] as number) + extras;
+    arena.workers[at] = worker;
+    arena.stamps[at] = stamp;
     this.counts[node] = count + 1;
     const lookup = this.lookups[node];
     if (lookup !== undefined) {
@@ -582,9 +613,8 @@ export class RadixTree {
       lookup?.set(moved, slot);
     }
     if (last > 0) {
-      const more = this.more[node] as number[];
-      more.length -= 2;
-      if (more.length === 0) this.more[node] = undefined;
+      // The last extra slot is now unused; a node left with its first member alone gives its chunk back.
+      if (last === 1) this.releaseMore(node);
     } else {
       this.workers0[node] = NONE;
     }
@@ -593,6 +623,14 @@ export class RadixTree {
       lookup.delete(removed);
       if (last <= LOOKUP_THRESHOLD / 2) this.lookups[node] = undefined;
     }
+  }
+
+  /** Gives a node's chunk of extra members back to the arena. */
+  private releaseMore(node: number): void {
+    const at = this.moreAt[node] as number;
+    if (at === NONE) return;
+    this.arena.release(at, this.moreLog2[node] as number);
+    this.moreAt[node] = NONE;
   }
 
   private worker(id: string): WorkerLog {
@@ -624,7 +662,7 @@ export class RadixTree {
     } else if (slot === 0) {
       this.stamps0[node] = stamp;
     } else {
-      (this.more[node] as number[])[2 * (slot - 1) + 1] = stamp;
+      this.arena.stamps[(this.moreAt[node] as number) + slot - 1] = stamp;
     }
     if (!this.trackAges) return;
     worker.nodes.push(node);
@@ -678,7 +716,7 @@ export class RadixTree {
       }
       removed += count;
       this.counts[node] = 0;
-      this.more[node] = undefined;
+      this.releaseMore(node);
       this.lookups[node] = undefined;
       for (let child = this.firstChildren[node] as number; child !== NONE; child = this.nextSiblings[child] as number) {
         stack.push(child);
