@@ -801,6 +801,16 @@ export class LlamaCppEngine {
     }
   }
 
+  /**
+   * Re-sends what the sequences' KV caches hold as `cleared` then `stored`
+   * events (a router saw a gap in this worker's event ids). No-op without
+   * `events`.
+   */
+  async resyncKvEvents(): Promise<void> {
+    const events = this.#events;
+    if (events !== undefined) await events.sink.publish(events.tracker.resyncEvents());
+  }
+
   /** Turns a sequence's KV cache change into KV events. */
   #onKvCache(message: Extract<ChildMessage, { type: "kvCache" }>): void {
     const events = this.#events;

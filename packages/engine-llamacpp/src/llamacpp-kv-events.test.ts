@@ -104,6 +104,22 @@ describe("llamacpp engine KV events and load metrics", () => {
     expect(loads.at(-1)).toMatchObject({ waitingSequences: 0, activeKvBlocks: 0, prefillTokensQueued: 0, kvUsage: 0 });
   });
 
+  it("llamacpp kv events - a resync re-sends every held block after a cleared, numbered after the rest", async () => {
+    const from = events.length;
+    await withTimeout("the resync", GENERATE_BOUND_MS, undefined, () => engine.resyncKvEvents());
+    const resent = events.slice(from);
+    expect(resent[0]?.data).toEqual({ type: "cleared" });
+    expect(resent.every((event, i) => event.eventId === from + i)).toBe(true);
+    // The main indexer applied them too: same view as before; a fresh one rebuilds it from the resync alone.
+    const fresh = new KvIndexer({ blockSize: LLAMACPP_KV_BLOCK_SIZE });
+    for (const event of resent) fresh.applyEvent(event);
+    expect(fresh.stats().blocks).toBe(indexer.stats().blocks);
+    expect(fresh.stats().blocks).toBeGreaterThan(0);
+    const held = [6, 7, 8].map((salt) => prompt(salt, 40)).filter((tokens) => matched(tokens) > 0);
+    expect(held.length).toBeGreaterThan(0);
+    for (const tokens of held) expect(fresh.findMatches(tokens).scores.get(WORKER)).toBe(matched(tokens));
+  });
+
   it("llamacpp kv events - a crashed child's caches are cleared", async () => {
     const pid = engine.childPid as number;
     process.kill(pid, "SIGKILL");

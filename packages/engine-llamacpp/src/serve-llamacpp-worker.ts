@@ -1,5 +1,5 @@
-import { type ServedModel, serveModel } from "@tdist/llm";
-import { type DistributedRuntime, eventSubject } from "@tdist/runtime";
+import { answerKvResyncRequests, type ServedModel, serveModel } from "@tdist/llm";
+import { type DistributedRuntime, type EventPlane, eventSubject } from "@tdist/runtime";
 import { LlamaCppEngine } from "./llamacpp-engine.js";
 import type { LlamaCppEngineOptions } from "./llamacpp-options.js";
 import { resolveModelReference } from "./model-reference.js";
@@ -41,7 +41,8 @@ export interface ServedLlamaCppWorker extends ServedModel {
  * (tokenizer, chat template, context length, eos ids) comes from the GGUF
  * file, so nothing else is needed. The engine's KV events go to the
  * runtime's event plane, so KV-aware routing (`--router-mode kv`) sees what
- * each worker's sequences hold. `stop()` also closes the engine.
+ * each worker's sequences hold (re-sent whole when a router asks, after a
+ * gap in the event ids). `stop()` also closes the engine.
  *
  * ```ts
  * const worker = await serveLlamaCppWorker(runtime, { namespace: "tdist", engine: { modelPath: "model.gguf" } });
@@ -58,13 +59,15 @@ export async function serveLlamaCppWorker(
       : (options.engine?.modelPath ?? (await ensureTinyModel(cache)));
   const component = options.component ?? "backend";
   let events: LlamaCppEngineOptions["events"];
+  let plane: EventPlane | undefined;
   if (options.events !== false) {
     const lease = await runtime.primaryLease();
-    const plane = await runtime.eventPlane();
+    plane = await runtime.eventPlane();
+    const target = plane;
     events = {
       workerId: lease.id,
       publisher: {
-        publish: (topic, payload) => plane.publish(eventSubject(options.namespace, component, topic), payload),
+        publish: (topic, payload) => target.publish(eventSubject(options.namespace, component, topic), payload),
       },
     };
   }
@@ -85,11 +88,25 @@ export async function serveLlamaCppWorker(
         ...(options.migrationLimit !== undefined ? { migrationLimit: options.migrationLimit } : {}),
       }),
     });
+    const resync = new AbortController();
+    const answering =
+      plane !== undefined && events !== undefined
+        ? await answerKvResyncRequests({
+            plane,
+            namespace: options.namespace,
+            workerId: events.workerId,
+            resync: () => engine.resyncKvEvents(),
+            signal: resync.signal,
+            logger: runtime.logger,
+          })
+        : undefined;
     return {
       ...served,
       engine,
       async stop(stopOptions) {
+        resync.abort();
         try {
+          await answering?.done;
           await served.stop(stopOptions);
         } finally {
           await engine.close();

@@ -1,4 +1,4 @@
-import { computeBlockHashes } from "@tdist/llm";
+import { computeBlockHashes, KvIndexer } from "@tdist/llm";
 import { describe, expect, it } from "vitest";
 import { KvBlockPool } from "./kv-block-pool.js";
 
@@ -86,5 +86,28 @@ describe("kv block pool", () => {
     expect(pool.canAcquire([ha[0]?.blockHash as string], 1)).toBe(true);
     expect(pool.canAcquire([ha[0]?.blockHash as string], 2)).toBe(false);
     expect(pool.canAcquire([], 2)).toBe(true);
+  });
+
+  it("kv block pool - resync events re-send every registered block and drop what was queued", () => {
+    const pool = new KvBlockPool(8);
+    const a = hashesOf([1, 2, 3, 4, 5, 6]);
+    const b = hashesOf([1, 2, 3, 4, 9, 9]);
+    const blocksA = pool.allocate(3) ?? [];
+    pool.commit(
+      null,
+      blocksA.map((block, i) => ({ block, hashes: a[i] as (typeof a)[number] })),
+    );
+    const blocksB = pool.allocate(1) ?? [];
+    pool.commit(a[1]?.blockHash ?? null, [{ block: blocksB[0] as never, hashes: b[2] as never }]);
+    const events = pool.resyncEvents();
+    expect(pool.takeEvents()).toEqual([]);
+    expect(events[0]).toEqual({ type: "cleared" });
+    const indexer = new KvIndexer({ blockSize: 2 });
+    events.forEach((data, i) => {
+      indexer.applyEvent({ workerId: "w", eventId: i, data });
+    });
+    expect(indexer.findMatches([1, 2, 3, 4, 5, 6]).scores.get("w")).toBe(3);
+    expect(indexer.findMatches([1, 2, 3, 4, 9, 9]).scores.get("w")).toBe(3);
+    expect(indexer.stats().blocks).toBe(pool.cachedBlocks);
   });
 });

@@ -1,4 +1,4 @@
-import type { KvCacheEventData, KvStoredBlock } from "@tdist/llm";
+import { type HeldBlock, type KvCacheEventData, type KvStoredBlock, resyncEvents } from "@tdist/llm";
 
 /** One physical KV block. */
 export interface KvBlock {
@@ -7,6 +7,9 @@ export interface KvBlock {
   refCount: number;
   /** Set once the block is full, computed and registered in the prefix cache. */
   hash: string | null;
+  /** With `hash`: the registered block's own tokens hash and the hash of the block before it. */
+  tokensHash: string | null;
+  parentHash: string | null;
 }
 
 /**
@@ -33,7 +36,13 @@ export class KvBlockPool {
   private events: KvCacheEventData[] = [];
 
   constructor(readonly totalBlocks: number) {
-    this.blocks = Array.from({ length: totalBlocks }, (_, id) => ({ id, refCount: 0, hash: null }));
+    this.blocks = Array.from({ length: totalBlocks }, (_, id) => ({
+      id,
+      refCount: 0,
+      hash: null,
+      tokensHash: null,
+      parentHash: null,
+    }));
     for (let id = totalBlocks - 1; id >= 0; id--) this.uncached.push(id);
   }
 
@@ -99,6 +108,8 @@ export class KvBlockPool {
         this.byHash.delete(victim.hash as string);
         removed.push(victim.hash as string);
         victim.hash = null;
+        victim.tokensHash = null;
+        victim.parentHash = null;
         block = victim;
       }
       block.refCount = 1;
@@ -143,6 +154,8 @@ export class KvBlockPool {
       if (block.hash === null && !this.byHash.has(hashes.blockHash)) {
         if (run.length === 0) runParent = previous;
         block.hash = hashes.blockHash;
+        block.tokensHash = hashes.tokensHash;
+        block.parentHash = previous;
         this.byHash.set(hashes.blockHash, block);
         run.push(hashes);
       } else {
@@ -151,6 +164,23 @@ export class KvBlockPool {
       previous = hashes.blockHash;
     }
     flush();
+  }
+
+  /**
+   * The events that rebuild a router's view of this cache from nothing
+   * (`cleared`, then every registered block, parents first). Events queued
+   * and not yet taken are dropped: the state they lead to is the one sent.
+   */
+  resyncEvents(): KvCacheEventData[] {
+    this.events = [];
+    const held: HeldBlock[] = [];
+    for (const block of this.byHash.values()) {
+      held.push({
+        parentHash: block.parentHash,
+        block: { blockHash: block.hash as string, tokensHash: block.tokensHash as string },
+      });
+    }
+    return resyncEvents(held);
   }
 
   /** Events queued since the last call, oldest first. */

@@ -459,6 +459,15 @@ export class MockerEngine {
     };
   }
 
+  /**
+   * Re-sends this engine's KV cache as `cleared` then `stored` events (a
+   * router saw a gap in its event ids). Numbered after every event
+   * published so far.
+   */
+  async resyncKvEvents(): Promise<void> {
+    await this.kvEvents?.publish(this.pool.resyncEvents());
+  }
+
   private async publishEvents(): Promise<void> {
     const events = this.pool.takeEvents();
     await this.kvEvents?.publish(events);

@@ -1,4 +1,4 @@
-import { builtinModelAssets, type ModelAssets, type ServedModel, serveModel } from "@tdist/llm";
+import { answerKvResyncRequests, builtinModelAssets, type ModelAssets, type ServedModel, serveModel } from "@tdist/llm";
 import { type DistributedRuntime, eventSubject } from "@tdist/runtime";
 import { MockerEngine } from "./mocker-engine.js";
 import type { MockerEngineOptions } from "./mocker-options.js";
@@ -20,7 +20,8 @@ export interface ServedMockerWorker extends ServedModel {
 /**
  * Serves the mocker as a model worker. Its worker id is the runtime's
  * instance id, and its KV events and load metrics go to the runtime's event
- * plane under `{namespace}.{component}.{topic}`.
+ * plane under `{namespace}.{component}.{topic}`; a router that asks (after
+ * a gap in the event ids) gets the whole cache re-sent.
  */
 export async function serveMockerWorker(
   runtime: DistributedRuntime,
@@ -53,10 +54,21 @@ export async function serveMockerWorker(
       limits: { totalKvBlocks: resolved.totalKvBlocks, maxSequences: resolved.maxNumSeqs },
     },
   });
+  const resync = new AbortController();
+  const answering = await answerKvResyncRequests({
+    plane: events,
+    namespace: options.namespace,
+    workerId: lease.id,
+    resync: () => engine.resyncKvEvents(),
+    signal: resync.signal,
+    logger: runtime.logger,
+  });
   return {
     ...served,
     engine,
     async stop(stopOptions) {
+      resync.abort();
+      await answering.done;
       await served.stop(stopOptions);
       await engine.close();
     },

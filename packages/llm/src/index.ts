@@ -47,6 +47,14 @@ export {
   LOAD_METRICS_TOPIC,
   type WorkerLoadMetrics,
 } from "./kv/kv-events.js";
+export {
+  answerKvResyncRequests,
+  type HeldBlock,
+  KV_RESYNC_TOPIC,
+  type KvResyncRequest,
+  kvResyncSubject,
+  resyncEvents,
+} from "./kv/kv-resync.js";
 export { SequenceKvTracker } from "./kv/sequence-kv-tracker.js";
 export { ActiveSequences } from "./kv-router/active-sequences.js";
 export { BinaryHeap } from "./kv-router/binary-heap.js";

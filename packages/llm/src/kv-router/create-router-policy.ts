@@ -10,9 +10,10 @@ import {
 } from "@tdist/runtime";
 import type { Registry } from "prom-client";
 import type { KvCacheEvent } from "../kv/kv-events.js";
+import { type KvResyncRequest, kvResyncSubject } from "../kv/kv-resync.js";
 import { JetStreamKvEventLog } from "./jetstream-kv-event-log.js";
 import { kvEventsSubject, MemoryKvEventHistory } from "./kv-event-history.js";
-import { KvIndexer, type KvIndexerSnapshot } from "./kv-indexer.js";
+import { KvIndexer, type KvIndexerOptions, type KvIndexerSnapshot } from "./kv-indexer.js";
 import { KvRouter, type KvRouterOptions } from "./kv-router.js";
 import { BasicLlmRouter, type LlmRouter } from "./llm-router.js";
 import { type LlmdWeightedScorerOptions, LlmdWeightedScorerPolicy } from "./llmd-weighted-scorer-policy.js";
@@ -162,6 +163,23 @@ async function eventPlaneOf(options: RouterPolicyOptions): Promise<EventPlane | 
   return options.eventPlane ?? (await options.runtime?.eventPlane());
 }
 
+/** How long a router waits before asking the same worker to resync again. */
+const RESYNC_REQUEST_INTERVAL_MS = 1_000;
+
+/** Asks a worker whose KV events had a gap to re-send its state (at most once a second per worker). */
+function resyncRequester(plane: EventPlane, namespace: string, logger: Logger): KvIndexerOptions["onResync"] {
+  const lastAsked = new Map<string, number>();
+  return (workerId, gap) => {
+    const now = Date.now();
+    if (now - (lastAsked.get(workerId) ?? Number.NEGATIVE_INFINITY) < RESYNC_REQUEST_INTERVAL_MS) return;
+    lastAsked.set(workerId, now);
+    const request: KvResyncRequest = { workerId, ...gap };
+    plane.publish(kvResyncSubject(namespace), request).catch((err: unknown) => {
+      logger.warn({ err, workerId }, "asking a worker to resync its KV events failed");
+    });
+  };
+}
+
 async function createKvRouter(
   mode: "kv" | "kv-approx",
   options: RouterPolicyOptions,
@@ -194,6 +212,7 @@ async function createKvRouter(
       indexer = new KvIndexer({
         blockSize: options.blockSize,
         logger,
+        onResync: resyncRequester(plane, requireOption(mode, "namespace", options.namespace), logger),
         ...(options.clock ? { clock: options.clock } : {}),
         ...(options.kv?.maxBlocks === undefined ? {} : { maxBlocks: options.kv.maxBlocks }),
         ...(options.kv?.pruneTargetRatio === undefined ? {} : { pruneTargetRatio: options.kv.pruneTargetRatio }),

@@ -115,5 +115,15 @@ describe("SequenceKvTracker", () => {
       // Nothing stale either: the indexer holds exactly the blocks some sequence holds.
       expect(indexer.stats().blocks).toBe(tracker.heldBlocks);
     }
+    // A router that lost the stream rebuilds the same view from the tracker's resync events.
+    const rebuilt = new KvIndexer({ blockSize: 4 });
+    tracker.resyncEvents().forEach((data, i) => {
+      rebuilt.applyEvent({ workerId: "w", eventId: i, data });
+    });
+    expect(rebuilt.stats().blocks).toBe(tracker.heldBlocks);
+    for (let s = 0; s < 3; s++) {
+      const tokens = tracker.tokens(s);
+      expect(rebuilt.findMatches(tokens).scores.get("w") ?? 0).toBe(Math.floor(tokens.length / 4));
+    }
   });
 });

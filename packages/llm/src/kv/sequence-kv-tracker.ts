@@ -1,6 +1,7 @@
 import { TdistError } from "@tdist/runtime";
 import { chainBlockHash, computeBlockHashes } from "./block-hash.js";
 import type { KvCacheEventData, KvStoredBlock } from "./kv-events.js";
+import { type HeldBlock, resyncEvents } from "./kv-resync.js";
 
 interface TrackedSequence {
   /** Tokens whose KV the sequence holds. */
@@ -113,6 +114,20 @@ export class SequenceKvTracker {
     if (tokens.length === 0) this.#sequences.delete(sequence);
     else this.#sequences.set(sequence, { tokens, blocks });
     return events;
+  }
+
+  /** `cleared`, then `stored` events for every block some sequence holds: a router's view rebuilt from nothing. */
+  resyncEvents(): KvCacheEventData[] {
+    const held: HeldBlock[] = [];
+    const seen = new Set<string>();
+    for (const { blocks } of this.#sequences.values()) {
+      blocks.forEach((block, b) => {
+        if (seen.has(block.blockHash)) return;
+        seen.add(block.blockHash);
+        held.push({ parentHash: b === 0 ? null : (blocks[b - 1] as KvStoredBlock).blockHash, block });
+      });
+    }
+    return resyncEvents(held);
   }
 
   /** Every sequence lost its cache (the engine restarted): forget them all; returns `cleared`. */
