@@ -208,7 +208,9 @@ export class KvRouter implements LlmRouter {
     const result = this.scheduler.schedule(views, { tokens: tokens.length, blocks: blockHashes.length }, overrides);
     const chosen = views[result.index] as WorkerView;
     const workerId = chosen.workerId;
-    const prefillTokens = Math.max(0, tokens.length - chosen.overlapBlocks * blockSize);
+    // What the worker will compute: not what it holds, nor what it is computing for a request in flight.
+    const cachedBlocks = Math.max(chosen.overlapBlocks, chosen.activePrefixBlocks);
+    const prefillTokens = Math.max(0, tokens.length - cachedBlocks * blockSize);
 
     this.active.add({ key: this.key(this.routerId, requestId), workerId, blockHashes, prefillTokens, addedAt: now });
     this.replicaSync?.publish({

@@ -56,6 +56,26 @@ describe("kv-scheduler", () => {
     expect(workerCosts([view("a", { overlapBlocks: 20 })], request, 16, 1)[0]?.prefillBlocks).toBe(0);
   });
 
+  it("kv-scheduler - a prefix in flight on a worker counts as cached before its KV events arrive", () => {
+    const request = { tokens: 160, blocks: 10 };
+    // w1 is prefilling a request sharing 8 blocks (no events yet); w2 is idle and holds nothing.
+    const [busyWithPrefix, idle] = workerCosts(
+      [view("w1", { prefillTokens: 128, decodeBlocks: 9, activePrefixBlocks: 8 }), view("w2")],
+      request,
+      16,
+      16,
+    );
+    // w1: prefill (128 + 32) / 16 = 10, decode 9 + 2 + 1 = 12 -> 172; w2: prefill 10, decode 11 -> 171.
+    expect(busyWithPrefix).toMatchObject({ prefillBlocks: 10, decodeBlocks: 12, cost: 172 });
+    expect(idle).toMatchObject({ prefillBlocks: 10, decodeBlocks: 11, cost: 171 });
+    // Once that prefill is done, w1 wins clearly, whether or not the events arrived yet.
+    const [done] = workerCosts([view("w1", { decodeBlocks: 9, activePrefixBlocks: 8 })], request, 16, 16);
+    expect(done?.prefillBlocks).toBe(2);
+    // The events' overlap still counts when it is the larger.
+    const [cached] = workerCosts([view("w1", { overlapBlocks: 9, activePrefixBlocks: 8 })], request, 16, 16);
+    expect(cached?.prefillBlocks).toBe(1);
+  });
+
   it("kv-scheduler - temperature 0 takes the minimum and breaks ties at random", () => {
     const rng = mulberry32(7);
     const counts = [0, 0, 0, 0];

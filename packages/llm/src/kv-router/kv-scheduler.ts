@@ -102,10 +102,14 @@ export function resolveKvSchedulerOptions(options: KvSchedulerOptions = {}): Res
 
 /**
  * The cost of sending a request of `requestTokens` tokens (`requestBlocks`
- * full blocks) to each worker, as Dynamo's KV router computes it:
+ * full blocks) to each worker, as Dynamo's KV router computes it, except
+ * that a prefix shared with the worker's requests in flight
+ * (`activePrefixBlocks`) counts as cached even before its KV events arrive:
+ * the worker computes it once, and a request sent there next finds it.
  *
  * ```
- * prefillBlocks = (prefillTokens + requestTokens - overlapBlocks * blockSize) / blockSize
+ * cachedBlocks  = max(overlapBlocks, activePrefixBlocks)
+ * prefillBlocks = (prefillTokens + requestTokens - cachedBlocks * blockSize) / blockSize
  * decodeBlocks  = decodeBlocks + (requestBlocks - activePrefixBlocks) + 1
  * cost          = overlapWeight * prefillBlocks + decodeBlocks
  * ```
@@ -118,7 +122,9 @@ export function workerCosts(
   busy: BusyThresholds = {},
 ): WorkerCost[] {
   return workers.map((worker) => {
-    const newPrefillTokens = Math.max(0, request.tokens - worker.overlapBlocks * blockSize);
+    // A prefix the worker is computing for a request in flight is as good as cached by the time this one runs there.
+    const cachedBlocks = Math.max(worker.overlapBlocks, worker.activePrefixBlocks);
+    const newPrefillTokens = Math.max(0, request.tokens - cachedBlocks * blockSize);
     const prefillBlocks = (worker.prefillTokens + newPrefillTokens) / blockSize;
     const newBlocks = Math.max(0, request.blocks - worker.activePrefixBlocks) + 1;
     const decodeBlocks = worker.decodeBlocks + newBlocks;
