@@ -3,6 +3,7 @@ import { type NatsServer, startNats } from "@tdist/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { computeBlockHashes } from "../kv/block-hash.js";
 import { KV_EVENTS_TOPIC, type KvCacheEvent } from "../kv/kv-events.js";
+import { answerKvResyncRequests, type HeldBlock, resyncEvents } from "../kv/kv-resync.js";
 import { createRouterPolicy } from "./create-router-policy.js";
 import { JetStreamKvEventLog, kvEventStreamName } from "./jetstream-kv-event-log.js";
 import type { KvRouter } from "./kv-router.js";
@@ -73,5 +74,53 @@ describe("jetstream-kv-event-log", () => {
     const log = await JetStreamKvEventLog.open(workers.connection, { namespace: NS, component: COMPONENT });
     expect(log.stream).toBe(kvEventStreamName(NS, COMPONENT));
     expect(await log.lastSequence()).toBe(4);
+  });
+
+  it("jetstream-kv-event-log - over NATS a gap makes the router ask the worker to resync, and its answer restores the blocks", async () => {
+    const ns = "jsresync";
+    const subject = eventSubject(ns, COMPONENT, KV_EVENTS_TOPIC);
+    await using workerPlane = await NatsEventPlane.connect({ url: nats.url });
+    await using routerPlane = await NatsEventPlane.connect({ url: nats.url });
+    const router = (await createRouterPolicy("kv", {
+      namespace: ns,
+      component: COMPONENT,
+      blockSize: BLOCK,
+      eventPlane: routerPlane,
+      warmupTimeoutMs: 5_000,
+    })) as KvRouter;
+    // The worker holds two prompts; the router gets the first, then an event after two lost ones.
+    const held: HeldBlock[] = [tokens(1, 5), tokens(3, 2)].flatMap((prompt) =>
+      computeBlockHashes(prompt, BLOCK).map((block, b, blocks) => ({
+        parentHash: b === 0 ? null : (blocks[b - 1]?.blockHash ?? null),
+        block,
+      })),
+    );
+    let nextEventId = 4;
+    const controller = new AbortController();
+    const answering = await answerKvResyncRequests({
+      plane: workerPlane,
+      namespace: ns,
+      workerId: "w1",
+      signal: controller.signal,
+      resync: async () => {
+        for (const data of resyncEvents(held))
+          await workerPlane.publish(subject, { workerId: "w1", eventId: nextEventId++, data });
+      },
+    });
+    try {
+      await workerPlane.publish(subject, stored("w1", 0, tokens(1, 5)));
+      await eventually(() => router.indexer.findMatches(tokens(1, 5)).scores.get("w1") === 5);
+      await workerPlane.publish(subject, stored("w1", 3, tokens(3, 2)));
+      await eventually(() => router.indexer.stats().gaps === 1);
+      // The resync answer arrives through the stream: both prompts are scored again, nothing stale.
+      await eventually(() => router.indexer.findMatches(tokens(1, 5)).scores.get("w1") === 5);
+      await eventually(() => router.indexer.findMatches(tokens(3, 2)).scores.get("w1") === 2);
+      expect(router.indexer.workerState("w1")?.resyncing).toBe(false);
+      expect(router.indexer.stats().blocks).toBe(7);
+    } finally {
+      controller.abort();
+      await answering.done;
+      await router.close();
+    }
   });
 });
