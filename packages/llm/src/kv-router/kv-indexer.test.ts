@@ -1,7 +1,7 @@
-import { TdistError } from "@tdist/runtime";
 import { describe, expect, it } from "vitest";
 import { computeBlockHashes } from "../kv/block-hash.js";
 import type { KvCacheEvent, KvCacheEventData } from "../kv/kv-events.js";
+import { codeOf } from "../testing/error-code.js";
 import { KvIndexer } from "./kv-indexer.js";
 
 const BLOCK = 4;
@@ -30,15 +30,6 @@ function publisher(workerId: string) {
       });
     },
   };
-}
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (err) {
-    return TdistError.is(err) ? err.code : "not-a-tdist-error";
-  }
-  return undefined;
 }
 
 describe("kv-indexer", () => {

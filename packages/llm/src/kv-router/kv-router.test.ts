@@ -4,6 +4,8 @@ import { afterEach, describe, expect, it } from "vitest";
 import { computeBlockHashes } from "../kv/block-hash.js";
 import { KV_EVENTS_TOPIC, type KvCacheEvent, LOAD_METRICS_TOPIC, type WorkerLoadMetrics } from "../kv/kv-events.js";
 import type { PreprocessedRequest } from "../protocol/preprocessed-request.js";
+import { codeOf } from "../testing/error-code.js";
+import { mulberry32 } from "../testing/mulberry32.js";
 import { createRouterPolicy } from "./create-router-policy.js";
 import { KvIndexer } from "./kv-indexer.js";
 import { KvRouter } from "./kv-router.js";
@@ -57,26 +59,6 @@ async function eventually(check: () => boolean, timeoutMs = 2_000): Promise<void
     if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
     await new Promise((resolve) => setTimeout(resolve, 2));
   }
-}
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (err) {
-    return TdistError.is(err) ? err.code : "not-a-tdist-error";
-  }
-  return undefined;
 }
 
 const toClose: { close(): Promise<void> }[] = [];

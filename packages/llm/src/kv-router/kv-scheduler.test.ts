@@ -1,33 +1,14 @@
-import { TdistError } from "@tdist/runtime";
 import { describe, expect, it } from "vitest";
+import { codeOf } from "../testing/error-code.js";
+import { mulberry32 } from "../testing/mulberry32.js";
 import { KvScheduler, selectByCost, type WorkerView, workerCosts } from "./kv-scheduler.js";
 
 function view(workerId: string, partial: Partial<WorkerView> = {}): WorkerView {
   return { workerId, overlapBlocks: 0, prefillTokens: 0, decodeBlocks: 0, activePrefixBlocks: 0, ...partial };
 }
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function bump(counts: number[], index: number): void {
   counts[index] = (counts[index] ?? 0) + 1;
-}
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (err) {
-    return TdistError.is(err) ? err.code : "not-a-tdist-error";
-  }
-  return undefined;
 }
 
 describe("kv-scheduler", () => {

@@ -1,30 +1,10 @@
-import { TdistError } from "@tdist/runtime";
 import { describe, expect, it } from "vitest";
+import { codeOf } from "../testing/error-code.js";
+import { mulberry32 } from "../testing/mulberry32.js";
 import { RadixTree } from "./radix-tree.js";
 
 const chain = (prefix: string, n: number, from = 0): string[] =>
   Array.from({ length: n }, (_, i) => `${prefix}${i + from}`);
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (err) {
-    return TdistError.is(err) ? err.code : "not-a-tdist-error";
-  }
-  return undefined;
-}
-
-/** A deterministic PRNG for the property test. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe("radix-tree", () => {
   it("radix-tree - findMatches counts each worker's leading blocks", () => {
