@@ -166,10 +166,19 @@ async function eventPlaneOf(options: RouterPolicyOptions): Promise<EventPlane | 
 /** How long a router waits before asking the same worker to resync again. */
 const RESYNC_REQUEST_INTERVAL_MS = 1_000;
 
-/** Asks a worker whose KV events had a gap to re-send its state (at most once a second per worker). */
-function resyncRequester(plane: EventPlane, namespace: string, logger: Logger): KvIndexerOptions["onResync"] {
+/**
+ * Asks a worker whose KV events had a gap to re-send its state (at most once
+ * a second per worker), counting the gap in the router metrics.
+ */
+function resyncRequester(
+  plane: EventPlane,
+  namespace: string,
+  logger: Logger,
+  metrics: { metrics?: RouterMetrics; modelName?: string },
+): KvIndexerOptions["onResync"] {
   const lastAsked = new Map<string, number>();
   return (workerId, gap) => {
+    metrics.metrics?.kvEventGaps.inc({ model: metrics.modelName ?? "unknown" });
     const now = Date.now();
     if (now - (lastAsked.get(workerId) ?? Number.NEGATIVE_INFINITY) < RESYNC_REQUEST_INTERVAL_MS) return;
     lastAsked.set(workerId, now);
@@ -212,7 +221,7 @@ async function createKvRouter(
       indexer = new KvIndexer({
         blockSize: options.blockSize,
         logger,
-        onResync: resyncRequester(plane, requireOption(mode, "namespace", options.namespace), logger),
+        onResync: resyncRequester(plane, requireOption(mode, "namespace", options.namespace), logger, common),
         ...(options.clock ? { clock: options.clock } : {}),
         ...(options.kv?.maxBlocks === undefined ? {} : { maxBlocks: options.kv.maxBlocks }),
         ...(options.kv?.pruneTargetRatio === undefined ? {} : { pruneTargetRatio: options.kv.pruneTargetRatio }),

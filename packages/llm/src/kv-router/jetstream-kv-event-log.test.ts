@@ -1,5 +1,6 @@
 import { eventSubject, NatsEventPlane } from "@tdist/runtime";
 import { type NatsServer, startNats } from "@tdist/testkit";
+import { Registry } from "prom-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { computeBlockHashes } from "../kv/block-hash.js";
 import { KV_EVENTS_TOPIC, type KvCacheEvent } from "../kv/kv-events.js";
@@ -81,7 +82,10 @@ describe("jetstream-kv-event-log", () => {
     const subject = eventSubject(ns, COMPONENT, KV_EVENTS_TOPIC);
     await using workerPlane = await NatsEventPlane.connect({ url: nats.url });
     await using routerPlane = await NatsEventPlane.connect({ url: nats.url });
+    const registry = new Registry();
     const router = (await createRouterPolicy("kv", {
+      registry,
+      modelName: "m",
       namespace: ns,
       component: COMPONENT,
       blockSize: BLOCK,
@@ -117,6 +121,8 @@ describe("jetstream-kv-event-log", () => {
       await eventually(() => router.indexer.findMatches(tokens(3, 2)).scores.get("w1") === 2);
       expect(router.indexer.workerState("w1")?.resyncing).toBe(false);
       expect(router.indexer.stats().blocks).toBe(7);
+      const gaps = await registry.getSingleMetric("tdist_router_kv_event_gaps_total")?.get();
+      expect(gaps?.values).toEqual([expect.objectContaining({ value: 1, labels: { model: "m" } })]);
     } finally {
       controller.abort();
       await answering.done;

@@ -16,6 +16,8 @@ export interface PredictedLoadSource {
  * - `{prefix}_kv_hit_rate{model}`: per-request overlap / prompt blocks (histogram)
  * - `{prefix}_overlap_blocks{model}`: per-request overlap blocks (histogram)
  * - `{prefix}_decision_seconds{model,policy}`: time to decide (histogram)
+ * - `{prefix}_kv_event_gaps_total{model}`: gaps in a worker's KV event ids
+ *   (events lost; the worker was asked to resync)
  * - `{prefix}_worker_predicted_prefill_tokens{model,worker}` and
  *   `{prefix}_worker_predicted_decode_blocks{model,worker}`: read from the routers at scrape time
  *
@@ -31,6 +33,7 @@ export class RouterMetrics {
   readonly hitRate: Histogram<"model">;
   readonly overlapBlocksPerRequest: Histogram<"model">;
   readonly decisionSeconds: Histogram<"model" | "policy">;
+  readonly kvEventGaps: Counter<"model">;
   readonly predictedPrefillTokens: Gauge<"model" | "worker">;
   readonly predictedDecodeBlocks: Gauge<"model" | "worker">;
   private readonly sources = new Set<PredictedLoadSource>();
@@ -74,6 +77,12 @@ export class RouterMetrics {
       help: "Time to make one routing decision (hashing, matching, scheduling)",
       labelNames: ["model", "policy"],
       buckets: [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01],
+      registers,
+    });
+    this.kvEventGaps = new Counter({
+      name: `${prefix}_kv_event_gaps_total`,
+      help: "Gaps in a worker's KV event ids: events were lost and the worker was asked to resync",
+      labelNames: ["model"],
       registers,
     });
     this.predictedPrefillTokens = predictedLoadGauge(
