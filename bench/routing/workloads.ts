@@ -2,18 +2,10 @@
  * The two offered loads of the routing benchmark, generated from fixed seeds
  * so every policy sees exactly the same requests at the same times.
  */
+import { mulberry32 } from "@tdist/runtime";
 
-/** A deterministic PRNG (mulberry32). */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A deterministic PRNG (mulberry32), so every policy sees the same workload. */
+export const seededRandom = mulberry32;
 
 function exponential(rand: () => number, mean: number): number {
   return -mean * Math.log(1 - rand());

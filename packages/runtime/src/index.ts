@@ -97,6 +97,7 @@ export {
 export { type SignalHandlerOptions, shutdownOnSignals } from "./shutdown-signals.js";
 export { delay, withTimeout } from "./util/abort.js";
 export { AsyncQueue } from "./util/async-queue.js";
+export { mulberry32 } from "./util/seeded-random.js";
 export {
   MemoryWorkQueueBroker,
   MemoryWorkQueues,

@@ -1,5 +1,5 @@
+import { mulberry32 } from "@tdist/runtime";
 import { describe, expect, it } from "vitest";
-import { mulberry32 } from "../testing/mulberry32.js";
 import { BlockHashIndex } from "./block-hash-index.js";
 
 describe("block-hash-index", () => {

@@ -1,11 +1,10 @@
-import { eventSubject, type Instance, MemoryEventBus, MemoryEventPlane, TdistError } from "@tdist/runtime";
+import { eventSubject, type Instance, MemoryEventBus, MemoryEventPlane, mulberry32, TdistError } from "@tdist/runtime";
 import { Registry } from "prom-client";
 import { afterEach, describe, expect, it } from "vitest";
 import { computeBlockHashes } from "../kv/block-hash.js";
 import { KV_EVENTS_TOPIC, type KvCacheEvent, LOAD_METRICS_TOPIC, type WorkerLoadMetrics } from "../kv/kv-events.js";
 import type { PreprocessedRequest } from "../protocol/preprocessed-request.js";
 import { codeOf } from "../testing/error-code.js";
-import { mulberry32 } from "../testing/mulberry32.js";
 import { createRouterPolicy } from "./create-router-policy.js";
 import { KvIndexer } from "./kv-indexer.js";
 import { KvRouter } from "./kv-router.js";

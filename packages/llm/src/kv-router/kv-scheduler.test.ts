@@ -1,6 +1,6 @@
+import { mulberry32 } from "@tdist/runtime";
 import { describe, expect, it } from "vitest";
 import { codeOf } from "../testing/error-code.js";
-import { mulberry32 } from "../testing/mulberry32.js";
 import { KvScheduler, selectByCost, type WorkerView, workerCosts } from "./kv-scheduler.js";
 
 function view(workerId: string, partial: Partial<WorkerView> = {}): WorkerView {

@@ -1,6 +1,6 @@
+import { mulberry32 } from "@tdist/runtime";
 import { describe, expect, it } from "vitest";
 import { codeOf } from "../testing/error-code.js";
-import { mulberry32 } from "../testing/mulberry32.js";
 import { RadixTree } from "./radix-tree.js";
 
 const chain = (prefix: string, n: number, from = 0): string[] =>

@@ -1,4 +1,8 @@
-/** A deterministic PRNG (mulberry32) for seeded tests: the same seed gives the same sequence in [0, 1). */
+/**
+ * A small deterministic PRNG (mulberry32): the same seed gives the same
+ * sequence in [0, 1) on every machine, for seeded tie-breaks, workloads and
+ * tests (`Math.random` cannot be seeded).
+ */
 export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
