@@ -2,7 +2,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort } from "./free-port.js";
-import { isAddressInUse, ServerProcess } from "./server-process.js";
+import { isAddressInUse, type ServerHandle, ServerProcess, serverHandle } from "./server-process.js";
 
 export interface EtcdServerOptions {
   /** Executable name or path. Default `etcd` (Debian package `etcd-server`). */
@@ -30,22 +30,12 @@ export interface EtcdRestartOptions {
  * const discovery = await EtcdDiscovery.connect({ endpoints: [etcd.endpoint] });
  * ```
  */
-export interface EtcdServer extends AsyncDisposable {
+export interface EtcdServer extends ServerHandle {
   /** Client URL, `http://127.0.0.1:<port>`. */
   readonly endpoint: string;
   readonly clientPort: number;
   readonly peerPort: number;
   readonly dataDir: string;
-  /** Pid of the running server; undefined while it is down. */
-  readonly pid: number | undefined;
-  readonly running: boolean;
-  /** The kept tail of the server's log (of the current or last run). */
-  output(): string;
-  /** SIGTERM, wait for exit, remove the data directory. Final: no restart after it. */
-  stop(): Promise<void>;
-  /** SIGKILL, as a crash would; the data directory stays, so `restart()` can follow. */
-  kill(): Promise<void>;
-  /** Stops the server if it runs and starts it again on the same ports and data directory, waiting until ready. */
   restart(options?: EtcdRestartOptions): Promise<void>;
 }
 
@@ -77,28 +67,8 @@ export async function startEtcd(options: EtcdServerOptions = {}): Promise<EtcdSe
       if (attempt < startAttempts && isAddressInUse(err)) continue;
       throw err;
     }
-    return handle(server, clientPort, peerPort, dataDir);
+    return serverHandle(server, { endpoint: `http://127.0.0.1:${clientPort}`, clientPort, peerPort, dataDir });
   }
-}
-
-function handle(server: ServerProcess, clientPort: number, peerPort: number, dataDir: string): EtcdServer {
-  return {
-    endpoint: `http://127.0.0.1:${clientPort}`,
-    clientPort,
-    peerPort,
-    dataDir,
-    get pid() {
-      return server.pid;
-    },
-    get running() {
-      return server.running;
-    },
-    output: () => server.output,
-    stop: () => server.stop(),
-    kill: () => server.kill(),
-    restart: (restartOptions?: EtcdRestartOptions) => server.restart(restartOptions),
-    [Symbol.asyncDispose]: () => server.stop(),
-  };
 }
 
 function etcdArgs(clientPort: number, peerPort: number, dataDir: string, extra: readonly string[]): string[] {

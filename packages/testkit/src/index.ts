@@ -16,4 +16,5 @@ export { type InProcessCluster, startInProcessCluster } from "./in-process-clust
 export { ManagedProcess, type ManagedProcessOptions, type ProcessExit } from "./managed-process.js";
 export * from "./nats-server.js";
 export { NodeProcess, type NodeProcessOptions, repoRoot } from "./node-process.js";
+export type { ServerHandle } from "./server-process.js";
 export { TestkitError, type TestkitErrorCode } from "./testkit-error.js";

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort } from "./free-port.js";
 import type { ManagedProcess } from "./managed-process.js";
-import { isAddressInUse, ServerProcess } from "./server-process.js";
+import { isAddressInUse, type ServerHandle, ServerProcess, serverHandle } from "./server-process.js";
 
 export interface NatsServerOptions {
   /** Executable name or path. Default `nats-server` (Debian package `nats-server`). */
@@ -34,22 +34,12 @@ export interface NatsRestartOptions {
  * const nc = await connect({ servers: nats.url });
  * ```
  */
-export interface NatsServer extends AsyncDisposable {
+export interface NatsServer extends ServerHandle {
   /** Client URL, `nats://127.0.0.1:<port>`. */
   readonly url: string;
   readonly port: number;
   /** JetStream store directory (`-sd`). */
   readonly storeDir: string;
-  /** Pid of the running server; undefined while it is down. */
-  readonly pid: number | undefined;
-  readonly running: boolean;
-  /** The kept tail of the server's log (of the current or last run). */
-  output(): string;
-  /** SIGTERM, wait for exit, remove the store directory. Final: no restart after it. */
-  stop(): Promise<void>;
-  /** SIGKILL, as a crash would; the store stays, so `restart()` can follow. */
-  kill(): Promise<void>;
-  /** Stops the server if it runs and starts it again on the same port and store, waiting until ready. */
   restart(options?: NatsRestartOptions): Promise<void>;
 }
 
@@ -78,27 +68,8 @@ export async function startNats(options: NatsServerOptions = {}): Promise<NatsSe
       if (attempt < startAttempts && isAddressInUse(err)) continue;
       throw err;
     }
-    return handle(server, port, storeDir);
+    return serverHandle(server, { url: `nats://127.0.0.1:${port}`, port, storeDir });
   }
-}
-
-function handle(server: ServerProcess, port: number, storeDir: string): NatsServer {
-  return {
-    url: `nats://127.0.0.1:${port}`,
-    port,
-    storeDir,
-    get pid() {
-      return server.pid;
-    },
-    get running() {
-      return server.running;
-    },
-    output: () => server.output,
-    stop: () => server.stop(),
-    kill: () => server.kill(),
-    restart: (restartOptions?: NatsRestartOptions) => server.restart(restartOptions),
-    [Symbol.asyncDispose]: () => server.stop(),
-  };
 }
 
 function natsArgs(port: number, storeDir: string, options: NatsServerOptions): string[] {

@@ -137,3 +137,37 @@ export class ServerProcess {
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
+
+/** What every testkit server offers, whatever it is (etcd, nats-server). */
+export interface ServerHandle extends AsyncDisposable {
+  /** Pid of the running server; undefined while it is down. */
+  readonly pid: number | undefined;
+  readonly running: boolean;
+  /** The kept tail of the server's log (of the current or last run). */
+  output(): string;
+  /** SIGTERM, wait for exit, remove the data directory. Final: no restart after it. */
+  stop(): Promise<void>;
+  /** SIGKILL, as a crash would; the data directory stays, so `restart()` can follow. */
+  kill(): Promise<void>;
+  /** Stops the server if it runs and starts it again on the same ports and data, waiting until ready. */
+  restart(options?: { wipeData?: boolean }): Promise<void>;
+}
+
+/** A {@link ServerHandle} over a started server, with `extra` (its address and directories) added. */
+export function serverHandle<T extends object>(server: ServerProcess, extra: T): ServerHandle & T {
+  const handle: ServerHandle = {
+    get pid() {
+      return server.pid;
+    },
+    get running() {
+      return server.running;
+    },
+    output: () => server.output,
+    stop: () => server.stop(),
+    kill: () => server.kill(),
+    restart: (options) => server.restart(options),
+    [Symbol.asyncDispose]: () => server.stop(),
+  };
+  // Object.assign keeps the handle's getters (spreading would freeze their values).
+  return Object.assign(handle, extra);
+}
