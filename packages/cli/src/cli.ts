@@ -19,6 +19,8 @@ commands:
   frontend            the OpenAI HTTP frontend; finds workers through discovery
                         --port --host --router-mode round-robin|random|least-loaded|power-of-two|kv|kv-approx|sglang|llm-d
                         --kv-overlap-weight W (default 16)  --router-temperature T  --router-replica-sync
+                        --active-decode-blocks-threshold F (0-1)  --active-prefill-tokens-threshold N
+                          (kv routers: skip busy workers; when all are busy, shed the request with a 503)
   worker              one model worker: --engine llamacpp|mocker|echo --model ... --model-name NAME
   make-model          --out FILE.gguf [--layers --width --heads --context --seed --vocab qwen3|gpt2]: the tiny random model
   status [--json]     namespaces, components, endpoints, instances and models from discovery

@@ -22,6 +22,7 @@ export { type StopMatchResult, StopStringMatcher } from "./backend/stop-string-m
 export { FrontendMetrics } from "./frontend/frontend-metrics.js";
 export { HttpFrontend, type HttpFrontendOptions } from "./frontend/http-frontend.js";
 export {
+  type KvRouterKnobs,
   type ModelEntry,
   ModelManager,
   type ModelManagerOptions,
@@ -70,6 +71,7 @@ export { kvEventsSubject, MemoryKvEventHistory } from "./kv-router/kv-event-hist
 export { KvIndexer, type KvIndexerOptions, type KvIndexerSnapshot } from "./kv-router/kv-indexer.js";
 export { KvRouter, type KvRouterMode, type KvRouterOptions } from "./kv-router/kv-router.js";
 export {
+  type BusyThresholds,
   DEFAULT_OVERLAP_WEIGHT,
   KvScheduler,
   type KvSchedulerOptions,

@@ -5,15 +5,19 @@ import { TdistError } from "@tdist/runtime";
 export function numberFlag(
   name: string,
   value: string | undefined,
-  options: { min?: number; integer?: boolean } = {},
+  options: { min?: number; max?: number; integer?: boolean } = {},
 ): number | undefined {
   if (value === undefined) return undefined;
   const parsed = Number(value);
   const min = options.min ?? Number.NEGATIVE_INFINITY;
-  if (!Number.isFinite(parsed) || parsed < min || (options.integer && !Number.isInteger(parsed))) {
+  const max = options.max ?? Number.POSITIVE_INFINITY;
+  if (!Number.isFinite(parsed) || parsed < min || parsed > max || (options.integer && !Number.isInteger(parsed))) {
+    const range = [Number.isFinite(min) ? ` >= ${min}` : "", Number.isFinite(max) ? ` <= ${max}` : ""]
+      .filter((part) => part !== "")
+      .join(" and");
     throw new TdistError(
       "invalid_option",
-      `--${name} must be ${options.integer ? "an integer" : "a number"}${Number.isFinite(min) ? ` >= ${min}` : ""}, got ${JSON.stringify(value)}`,
+      `--${name} must be ${options.integer ? "an integer" : "a number"}${range}, got ${JSON.stringify(value)}`,
     );
   }
   return parsed;

@@ -30,6 +30,8 @@ const frontendFlags = {
   "kv-overlap-weight": { type: "string" },
   "router-temperature": { type: "string" },
   "router-replica-sync": { type: "boolean" },
+  "active-decode-blocks-threshold": { type: "string" },
+  "active-prefill-tokens-threshold": { type: "string" },
 } as const;
 
 function optional<K extends string>(key: K, value: number | undefined): Partial<Record<K, number>> {
@@ -77,6 +79,23 @@ async function startFrontend(
         numberFlag("router-temperature", values["router-temperature"] as string | undefined, { min: 0 }),
       ),
       ...(values["router-replica-sync"] ? { replicaSync: true } : {}),
+      busyThresholds: {
+        ...optional(
+          "activeDecodeBlocks",
+          numberFlag("active-decode-blocks-threshold", values["active-decode-blocks-threshold"] as string | undefined, {
+            min: 0,
+            max: 1,
+          }),
+        ),
+        ...optional(
+          "activePrefillTokens",
+          numberFlag(
+            "active-prefill-tokens-threshold",
+            values["active-prefill-tokens-threshold"] as string | undefined,
+            { min: 0 },
+          ),
+        ),
+      },
     },
     ...(namespace ? { namespace } : {}),
     logger,

@@ -68,6 +68,59 @@ describe("kv routing - through the HTTP frontend", () => {
   });
 });
 
+describe("kv routing - busy thresholds", () => {
+  it("kv routing - a request finding every worker over its busy threshold is shed with a 503 naming all_workers_busy", async () => {
+    const runtimes = await twoWorkersAndAFrontend();
+    const [w1, w2, fe] = runtimes;
+    // Slow engines: one step takes about half a second, so two requests keep both workers in prefill.
+    await serveMockerWorker(w1, { namespace: "kvbusy", engine: { speedupRatio: 0.01 } });
+    await serveMockerWorker(w2, { namespace: "kvbusy", engine: { speedupRatio: 0.01 } });
+    const frontend = await HttpFrontend.start({
+      runtime: fe,
+      createPipeline: TokenizerPipeline.create,
+      port: 0,
+      router: "kv",
+      // Busy as soon as any prompt token waits for prefill.
+      kvRouter: { busyThresholds: { activePrefillTokens: 0 } },
+    });
+    try {
+      await frontend.models.waitForModel("mocker");
+      const post = (prompt: string) =>
+        fetch(`${frontend.url}/v1/completions`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ model: "mocker", prompt, max_tokens: 2 }),
+          signal: AbortSignal.timeout(20_000),
+        });
+      const first = post("the first request of the test");
+      const second = post("a second request, on the other worker");
+      // Wait until the router has placed both (its decision counter), not for a fixed time.
+      const decisions = async (): Promise<number> => {
+        const text = await (await fetch(`${frontend.url}/metrics`)).text();
+        return Number(/_decisions_total\{[^}]*model="mocker"[^}]*\} (\d+)/.exec(text)?.[1] ?? 0);
+      };
+      await withTimeout("routing the first two", 10_000, undefined, async () => {
+        while ((await decisions()) < 2) await delay(10);
+      });
+      const shed = await post("a third request, while both are busy");
+      expect(shed.status).toBe(503);
+      const body = (await shed.json()) as { error: { code: string; type: string; message: string } };
+      expect(body.error).toMatchObject({ code: "all_workers_busy", type: "service_unavailable" });
+      expect(body.error.message).toMatch(/busy/);
+      const served = await Promise.all([first, second]);
+      expect(served.map((response) => response.status)).toEqual([200, 200]);
+      await Promise.all(served.map((response) => response.json()));
+      // Once their prefills are done the workers take requests again.
+      const after = await post("a fourth request, after the others");
+      expect(after.status).toBe(200);
+      await after.json();
+    } finally {
+      await frontend.close();
+      await Promise.all(runtimes.map((rt) => rt.shutdown({ graceMs: 200 })));
+    }
+  }, 30_000);
+});
+
 describe("kv routing - llama.cpp workers", () => {
   it("kv routing - llama.cpp workers' KV events send a returning conversation back to the worker holding it", async () => {
     const runtimes = await twoWorkersAndAFrontend();

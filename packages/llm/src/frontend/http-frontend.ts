@@ -3,7 +3,7 @@ import { type DistributedRuntime, type Logger, type RouterMode, type RouterPolic
 import Fastify, { type FastifyError, type FastifyInstance } from "fastify";
 import type { LlmRouterMode } from "../kv-router/create-router-policy.js";
 import { FrontendMetrics } from "./frontend-metrics.js";
-import { ModelManager, type PipelineFactory } from "./model-manager.js";
+import { type KvRouterKnobs, ModelManager, type PipelineFactory } from "./model-manager.js";
 import type { ModelPipeline } from "./model-pipeline.js";
 import { HttpError, toHttpError } from "./openai-errors.js";
 import { registerOpenAIRoutes } from "./openai-routes.js";
@@ -16,8 +16,8 @@ export interface HttpFrontendOptions {
   port?: number;
   /** Runtime policy or mode, or an LLM router mode (`kv`, `kv-approx`, `sglang`, `llm-d`). */
   router?: RouterPolicy | RouterMode | LlmRouterMode;
-  /** KV router knobs (`kv`, `kv-approx`): overlap weight, softmax temperature, replica sync. */
-  kvRouter?: { overlapWeight?: number; temperature?: number; replicaSync?: boolean };
+  /** KV router knobs (`kv`, `kv-approx`): overlap weight, softmax temperature, replica sync, busy thresholds. */
+  kvRouter?: KvRouterKnobs;
   /** Only serve models registered in this namespace (default: every namespace). */
   namespace?: string;
   /** Largest request body accepted; larger gets 413. Default 16 MiB. */

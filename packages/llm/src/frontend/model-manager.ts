@@ -10,6 +10,7 @@ import type {
 import { delay, routerForMode } from "@tdist/runtime";
 import type { Registry } from "prom-client";
 import { createRouterPolicy, type LlmRouterMode } from "../kv-router/create-router-policy.js";
+import type { BusyThresholds } from "../kv-router/kv-scheduler.js";
 import type { LlmRouter } from "../kv-router/llm-router.js";
 import { type ModelCard, modelCardPrefix, parseModelCard } from "../model-card/model-card.js";
 import type { EngineOutput } from "../protocol/engine-output.js";
@@ -18,6 +19,15 @@ import { fetchTokenizerJson } from "./tokenizer-fetch.js";
 
 /** Builds the per-model processing (tokenizer, template) from a card and its tokenizer.json. */
 export type PipelineFactory<P> = (card: ModelCard, tokenizerJson: string) => Promise<P>;
+
+/** The frontend's KV router knobs (`--kv-overlap-weight`, `--router-temperature`, ...). */
+export interface KvRouterKnobs {
+  overlapWeight?: number;
+  temperature?: number;
+  replicaSync?: boolean;
+  /** Skip busy workers; shed the request (503 `all_workers_busy`) when all are busy. */
+  busyThresholds?: BusyThresholds;
+}
 
 export interface ModelWorker {
   instanceId: string;
@@ -50,8 +60,8 @@ export interface ModelManagerOptions<P> {
   router?: RouterPolicy | RouterMode | LlmRouterMode;
   /** Where LLM routers register their metrics (the frontend's registry). */
   registry?: Registry;
-  /** KV router knobs (`kv`, `kv-approx`): overlap weight, softmax temperature, replica sync. */
-  kvRouter?: { overlapWeight?: number; temperature?: number; replicaSync?: boolean };
+  /** KV router knobs (`kv`, `kv-approx`): overlap weight, softmax temperature, replica sync, busy thresholds. */
+  kvRouter?: KvRouterKnobs;
   /** Only watch cards in this namespace (default: all). */
   namespace?: string;
   logger: Logger;
@@ -274,6 +284,9 @@ export class ModelManager<P> {
               : {}),
             ...(this.options.kvRouter?.temperature !== undefined
               ? { temperature: this.options.kvRouter.temperature }
+              : {}),
+            ...(this.options.kvRouter?.busyThresholds !== undefined
+              ? { busyThresholds: this.options.kvRouter.busyThresholds }
               : {}),
           },
         });

@@ -86,7 +86,7 @@ describe("kv-scheduler", () => {
     expect(Math.abs((even[0] as number) - 1_000)).toBeLessThan(120);
   });
 
-  it("kv-scheduler - busy workers are skipped unless every worker is busy", () => {
+  it("kv-scheduler - busy workers are skipped; when every worker is busy the request is shed", () => {
     const scheduler = new KvScheduler(16, {
       busyThresholds: { activeDecodeBlocks: 0.9, activePrefillTokens: 1_000 },
       rng: mulberry32(1),
@@ -101,8 +101,10 @@ describe("kv-scheduler", () => {
     const result = scheduler.schedule(workers, request);
     expect(result.workerId).toBe("w3");
     expect(result.costs.map((c) => c.busy)).toEqual([true, true, false]);
-    // All busy: the cheapest of all.
-    expect(scheduler.schedule(workers.slice(0, 2), request).workerId).toBe("w1");
+    // All busy: shed, as Dynamo's busy thresholds do.
+    expect(codeOf(() => scheduler.schedule(workers.slice(0, 2), request))).toBe("all_workers_busy");
+    // Without thresholds nobody is ever busy.
+    expect(new KvScheduler(16).schedule(workers.slice(0, 2), request).workerId).toBe("w1");
   });
 
   it("kv-scheduler - per-request overrides replace the weight and temperature", () => {

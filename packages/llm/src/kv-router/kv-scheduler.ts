@@ -1,8 +1,13 @@
 import { TdistError } from "@tdist/runtime";
 
-/** When a worker counts as busy: busy workers are skipped unless every worker is busy. */
+/**
+ * When a worker counts as busy (each threshold is off unless set): busy
+ * workers are skipped, and when every worker is busy the request is shed
+ * with `all_workers_busy` (HTTP 503), as Dynamo's
+ * `--active-decode-blocks-threshold` / `--active-prefill-tokens-threshold`.
+ */
 export interface BusyThresholds {
-  /** Fraction (0..1] of the worker's total KV blocks in active use above which it is busy. */
+  /** Fraction [0, 1] of the worker's total KV blocks in active use above which it is busy. */
   activeDecodeBlocks?: number;
   /** Uncached prompt tokens waiting for prefill above which it is busy. */
   activePrefillTokens?: number;
@@ -86,8 +91,8 @@ export function resolveKvSchedulerOptions(options: KvSchedulerOptions = {}): Res
   const busy = options.busyThresholds ?? {};
   if (busy.activeDecodeBlocks !== undefined) {
     const v = busy.activeDecodeBlocks;
-    if (typeof v !== "number" || !(v > 0 && v <= 1)) {
-      throw new TdistError("invalid_option", `busyThresholds.activeDecodeBlocks must be in (0, 1], got ${String(v)}`);
+    if (typeof v !== "number" || !(v >= 0 && v <= 1)) {
+      throw new TdistError("invalid_option", `busyThresholds.activeDecodeBlocks must be in [0, 1], got ${String(v)}`);
     }
   }
   if (busy.activePrefillTokens !== undefined)
@@ -211,9 +216,16 @@ export class KvScheduler {
     const overlapWeight = overrides.overlapWeight ?? this.options.overlapWeight;
     const temperature = overrides.temperature ?? this.options.temperature;
     const costs = workerCosts(workers, request, this.blockSize, overlapWeight, this.options.busyThresholds);
-    const free: number[] = [];
-    for (let i = 0; i < costs.length; i++) if (!(costs[i] as WorkerCost).busy) free.push(i);
-    const pool = free.length > 0 ? free : costs.map((_, i) => i);
+    const pool: number[] = [];
+    for (let i = 0; i < costs.length; i++) if (!(costs[i] as WorkerCost).busy) pool.push(i);
+    if (pool.length === 0) {
+      const { activeDecodeBlocks, activePrefillTokens } = this.options.busyThresholds;
+      throw new TdistError(
+        "all_workers_busy",
+        `all ${workers.length} workers are busy (active decode blocks over ${activeDecodeBlocks ?? "-"} of capacity ` +
+          `or prefill tokens over ${activePrefillTokens ?? "-"}); retry later`,
+      );
+    }
     const chosen = pool[
       selectByCost(
         pool.map((i) => (costs[i] as WorkerCost).cost),

@@ -25,6 +25,8 @@ export const ErrorCodes = {
   instance_not_found: "no_instances",
   /** The request reached a server that does not serve the endpoint path. */
   endpoint_not_found: "no_instances",
+  /** Every instance is over its busy threshold: the request is shed (load shedding); retry later. */
+  all_workers_busy: "no_instances",
   /** Opening a connection to the instance failed. */
   cannot_connect: "cannot_connect",
   /** The connection carrying a stream was lost before the stream ended. */
