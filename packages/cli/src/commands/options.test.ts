@@ -1,0 +1,43 @@
+import { TdistError } from "@tdist/runtime";
+import { describe, expect, it } from "vitest";
+import { numberFlag, parseRouterMode } from "./options.js";
+
+const errorOf = (fn: () => unknown): TdistError | undefined => {
+  try {
+    fn();
+  } catch (err) {
+    return err as TdistError;
+  }
+  return undefined;
+};
+
+describe("cli options", () => {
+  it("cli options - numeric flags are parsed within their range and name the flag otherwise", () => {
+    expect(numberFlag("x", undefined)).toBeUndefined();
+    expect(numberFlag("active-decode-blocks-threshold", "0.85", { min: 0, max: 1 })).toBe(0.85);
+    expect(numberFlag("active-decode-blocks-threshold", "1", { min: 0, max: 1 })).toBe(1);
+    const tooHigh = errorOf(() => numberFlag("active-decode-blocks-threshold", "1.5", { min: 0, max: 1 }));
+    expect(TdistError.is(tooHigh, "invalid_option")).toBe(true);
+    expect(tooHigh?.message).toBe('--active-decode-blocks-threshold must be a number >= 0 and <= 1, got "1.5"');
+    expect(errorOf(() => numberFlag("workers", "2.5", { min: 1, integer: true }))?.message).toBe(
+      '--workers must be an integer >= 1, got "2.5"',
+    );
+    expect(
+      TdistError.is(
+        errorOf(() => numberFlag("port", "abc")),
+        "invalid_option",
+      ),
+    ).toBe(true);
+  });
+
+  it("cli options - router modes are checked", () => {
+    expect(parseRouterMode(undefined)).toBe("round-robin");
+    expect(parseRouterMode("kv")).toBe("kv");
+    expect(
+      TdistError.is(
+        errorOf(() => parseRouterMode("fastest")),
+        "invalid_option",
+      ),
+    ).toBe(true);
+  });
+});
