@@ -324,9 +324,12 @@ class Worker {
         const output = result as { token: Token; confidence?: number; probabilities?: Map<Token, number> };
         const token = output.token as number;
         generated++;
-        active.phase = "decode";
         active.tokens++;
-        this.#loadChanged();
+        // The load changes when the prefill ends and when the sequence starts a new KV block, not per token.
+        if (active.phase !== "decode" || active.tokens % (this.#config?.kvBlockSize ?? 16) === 1) {
+          active.phase = "decode";
+          this.#loadChanged();
+        }
         if (penalize) {
           history.push(token);
           if (history.length > 4 * PENALTY_WINDOW) history.splice(0, history.length - PENALTY_WINDOW);
