@@ -1,5 +1,5 @@
-import { answerKvResyncRequests, type ServedModel, serveModel } from "@tdist/llm";
-import { type DistributedRuntime, type EventPlane, eventSubject } from "@tdist/runtime";
+import { type ServedModel, serveModel, workerEventChannel } from "@tdist/llm";
+import type { DistributedRuntime } from "@tdist/runtime";
 import { LlamaCppEngine } from "./llamacpp-engine.js";
 import type { LlamaCppEngineOptions } from "./llamacpp-options.js";
 import { resolveModelReference } from "./model-reference.js";
@@ -58,24 +58,13 @@ export async function serveLlamaCppWorker(
       ? await resolveModelReference(options.model, { ...cache, progressBar: options.progressBar ?? false })
       : (options.engine?.modelPath ?? (await ensureTinyModel(cache)));
   const component = options.component ?? "backend";
-  let events: LlamaCppEngineOptions["events"];
-  let plane: EventPlane | undefined;
-  if (options.events !== false) {
-    const lease = await runtime.primaryLease();
-    plane = await runtime.eventPlane();
-    const target = plane;
-    events = {
-      workerId: lease.id,
-      publisher: {
-        publish: (topic, payload) => target.publish(eventSubject(options.namespace, component, topic), payload),
-      },
-    };
-  }
+  const channel =
+    options.events === false ? undefined : await workerEventChannel(runtime, options.namespace, component);
   const engine = await LlamaCppEngine.start({
     logger: runtime.logger,
     ...options.engine,
     modelPath,
-    ...(events !== undefined ? { events } : {}),
+    ...(channel !== undefined ? { events: { workerId: channel.workerId, publisher: channel.publisher } } : {}),
   });
   try {
     const served = await serveModel(runtime, {
@@ -88,25 +77,13 @@ export async function serveLlamaCppWorker(
         ...(options.migrationLimit !== undefined ? { migrationLimit: options.migrationLimit } : {}),
       }),
     });
-    const resync = new AbortController();
-    const answering =
-      plane !== undefined && events !== undefined
-        ? await answerKvResyncRequests({
-            plane,
-            namespace: options.namespace,
-            workerId: events.workerId,
-            resync: () => engine.resyncKvEvents(),
-            signal: resync.signal,
-            logger: runtime.logger,
-          })
-        : undefined;
+    const resync = await channel?.answerResync(() => engine.resyncKvEvents());
     return {
       ...served,
       engine,
       async stop(stopOptions) {
-        resync.abort();
         try {
-          await answering?.done;
+          await resync?.stop();
           await served.stop(stopOptions);
         } finally {
           await engine.close();

@@ -1,5 +1,5 @@
-import { answerKvResyncRequests, builtinModelAssets, type ModelAssets, type ServedModel, serveModel } from "@tdist/llm";
-import { type DistributedRuntime, eventSubject } from "@tdist/runtime";
+import { builtinModelAssets, type ModelAssets, type ServedModel, serveModel, workerEventChannel } from "@tdist/llm";
+import type { DistributedRuntime } from "@tdist/runtime";
 import { MockerEngine } from "./mocker-engine.js";
 import type { MockerEngineOptions } from "./mocker-options.js";
 
@@ -29,16 +29,13 @@ export async function serveMockerWorker(
 ): Promise<ServedMockerWorker> {
   const assets = options.assets ?? builtinModelAssets();
   const component = options.component ?? "backend";
-  const lease = await runtime.primaryLease();
-  const events = await runtime.eventPlane();
+  const channel = await workerEventChannel(runtime, options.namespace, component);
   const engine = new MockerEngine({
     ...options.engine,
-    workerId: lease.id,
+    workerId: channel.workerId,
     vocabSize: assets.vocabSize,
     logger: runtime.logger,
-    eventPublisher: {
-      publish: (topic, payload) => events.publish(eventSubject(options.namespace, component, topic), payload),
-    },
+    eventPublisher: channel.publisher,
   });
   const resolved = engine.options;
   const served = await serveModel(runtime, {
@@ -54,21 +51,12 @@ export async function serveMockerWorker(
       limits: { totalKvBlocks: resolved.totalKvBlocks, maxSequences: resolved.maxNumSeqs },
     },
   });
-  const resync = new AbortController();
-  const answering = await answerKvResyncRequests({
-    plane: events,
-    namespace: options.namespace,
-    workerId: lease.id,
-    resync: () => engine.resyncKvEvents(),
-    signal: resync.signal,
-    logger: runtime.logger,
-  });
+  const resync = await channel.answerResync(() => engine.resyncKvEvents());
   return {
     ...served,
     engine,
     async stop(stopOptions) {
-      resync.abort();
-      await answering.done;
+      await resync.stop();
       await served.stop(stopOptions);
       await engine.close();
     },

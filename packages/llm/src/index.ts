@@ -57,6 +57,7 @@ export {
   resyncEvents,
 } from "./kv/kv-resync.js";
 export { SequenceKvTracker } from "./kv/sequence-kv-tracker.js";
+export { type WorkerEventChannel, workerEventChannel } from "./kv/worker-event-channel.js";
 export { ActiveSequences } from "./kv-router/active-sequences.js";
 export { BinaryHeap } from "./kv-router/binary-heap.js";
 export {

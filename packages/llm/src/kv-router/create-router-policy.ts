@@ -174,11 +174,11 @@ function resyncRequester(
   plane: EventPlane,
   namespace: string,
   logger: Logger,
-  metrics: { metrics?: RouterMetrics; modelName?: string },
+  { metrics, modelName }: { metrics?: RouterMetrics; modelName?: string },
 ): KvIndexerOptions["onResync"] {
   const lastAsked = new Map<string, number>();
   return (workerId, gap) => {
-    metrics.metrics?.kvEventGaps.inc({ model: metrics.modelName ?? "unknown" });
+    metrics?.kvEventGaps.inc({ model: modelName ?? "unknown" });
     const now = Date.now();
     if (now - (lastAsked.get(workerId) ?? Number.NEGATIVE_INFINITY) < RESYNC_REQUEST_INTERVAL_MS) return;
     lastAsked.set(workerId, now);

@@ -4,7 +4,7 @@ import { computeBlockHashes } from "../kv/block-hash.js";
 import type { PreprocessedRequest } from "../protocol/preprocessed-request.js";
 import { ActiveSequences } from "./active-sequences.js";
 import { KvIndexer } from "./kv-indexer.js";
-import { KvScheduler, type KvSchedulerOptions, type WorkerView } from "./kv-scheduler.js";
+import { cachedBlocksOf, KvScheduler, type KvSchedulerOptions, type WorkerView } from "./kv-scheduler.js";
 import {
   type LlmRouter,
   ROUTER_OVERLAP_WEIGHT_ANNOTATION,
@@ -209,8 +209,7 @@ export class KvRouter implements LlmRouter {
     const chosen = views[result.index] as WorkerView;
     const workerId = chosen.workerId;
     // What the worker will compute: not what it holds, nor what it is computing for a request in flight.
-    const cachedBlocks = Math.max(chosen.overlapBlocks, chosen.activePrefixBlocks);
-    const prefillTokens = Math.max(0, tokens.length - cachedBlocks * blockSize);
+    const prefillTokens = Math.max(0, tokens.length - cachedBlocksOf(chosen) * blockSize);
 
     this.active.add({ key: this.key(this.routerId, requestId), workerId, blockHashes, prefillTokens, addedAt: now });
     this.replicaSync?.publish({

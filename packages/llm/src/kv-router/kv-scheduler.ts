@@ -119,6 +119,14 @@ export function resolveKvSchedulerOptions(options: KvSchedulerOptions = {}): Res
  * cost          = overlapWeight * prefillBlocks + decodeBlocks
  * ```
  */
+/**
+ * Leading prompt blocks a worker will not compute: those its KV events say
+ * it holds, or those a request in flight there is computing, whichever is more.
+ */
+export function cachedBlocksOf(worker: Pick<WorkerView, "overlapBlocks" | "activePrefixBlocks">): number {
+  return Math.max(worker.overlapBlocks, worker.activePrefixBlocks);
+}
+
 export function workerCosts(
   workers: readonly WorkerView[],
   request: { tokens: number; blocks: number },
@@ -127,9 +135,7 @@ export function workerCosts(
   busy: BusyThresholds = {},
 ): WorkerCost[] {
   return workers.map((worker) => {
-    // A prefix the worker is computing for a request in flight is as good as cached by the time this one runs there.
-    const cachedBlocks = Math.max(worker.overlapBlocks, worker.activePrefixBlocks);
-    const newPrefillTokens = Math.max(0, request.tokens - cachedBlocks * blockSize);
+    const newPrefillTokens = Math.max(0, request.tokens - cachedBlocksOf(worker) * blockSize);
     const prefillBlocks = (worker.prefillTokens + newPrefillTokens) / blockSize;
     const newBlocks = Math.max(0, request.blocks - worker.activePrefixBlocks) + 1;
     const decodeBlocks = worker.decodeBlocks + newBlocks;
