@@ -2,7 +2,7 @@
  * bench/routing: the same offered load routed by each policy over 8 mocker
  * workers in simulated time.
  *
- *   npm run bench -- routing [--quick]
+ *   npm run bench -- routing [--quick] [--workload prefix|mooncake] [--load F]
  *
  * Two workloads: (a) `prefix`: many users in multi-turn conversations over
  * a few shared system prompts (each turn resends the whole history); (b)
@@ -16,8 +16,11 @@
  * Reported per policy: TTFT p50/p90/p99, ITL p50/p99, output throughput,
  * goodput (requests/s whose TTFT met the SLO), KV hit rate (prompt tokens
  * the engines found cached / prompt tokens) and failed requests, against
- * round-robin in the same run. Writes bench/results/routing-prefix.json,
- * routing-mooncake.json and docs/routing-prefix.svg, routing-mooncake.svg.
+ * round-robin in the same run. The full run also repeats round-robin, the
+ * peer policies and kv at half and one and a half times the offered load
+ * (`load_sweep` in the results' config): how the comparison moves with load.
+ * Writes bench/results/routing-prefix.json, routing-mooncake.json and
+ * docs/routing-prefix.svg, routing-mooncake.svg.
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -46,12 +49,21 @@ const { values } = parseArgs({
     "overlap-weight": { type: "string" },
     /** Run one workload: prefix or mooncake. */
     workload: { type: "string" },
+    /** Offered load as a multiple of the standard one (prefix: users; mooncake: session rate and count). */
+    load: { type: "string" },
   },
 });
 const quick = values.quick === true;
+const load = values.load === undefined ? 1 : Number(values.load);
+if (!(load > 0 && load <= 8)) throw new Error(`--load must be a number in (0, 8], got ${values.load}`);
+/** Exploratory runs print only: the files hold the standard configuration. */
+const exploratory = values.only !== undefined || values["overlap-weight"] !== undefined || load !== 1;
 
 const POLICIES: LlmRouterMode[] = ["random", "round-robin", "least-loaded", "sglang", "llm-d", "kv", "kv-approx"];
 const BASELINE: LlmRouterMode = "round-robin";
+/** The load sweep of the full run: these policies at these multiples of the standard load. */
+const SWEEP_LOADS = [0.5, 1.5];
+const SWEEP_POLICIES: LlmRouterMode[] = ["round-robin", "sglang", "llm-d", "kv"];
 const SEED = 20_240_601;
 /**
  * The kv policies run with the router's default overlap weight (what a user
@@ -253,12 +265,20 @@ function round(value: number): number {
 const here = dirname(fileURLToPath(import.meta.url));
 const docsDir = join(here, "..", "..", "..", "docs");
 
-async function runWorkload(name: "prefix" | "mooncake"): Promise<void> {
+interface BuiltWorkload {
+  workload: Workload;
+  medianPrompt: number;
+  workloadConfig: Record<string, unknown>;
+}
+
+/** A workload at `loadFactor` times the standard offered load (the same seed, so the same kind of traffic). */
+function buildWorkload(name: "prefix" | "mooncake", loadFactor: number): BuiltWorkload {
   let workload: Workload;
   let medianPrompt: number;
   let workloadConfig: Record<string, unknown>;
   if (name === "prefix") {
-    const users = prefixSharingWorkload(prefixOptions);
+    const options = { ...prefixOptions, users: Math.round(prefixOptions.users * loadFactor) };
+    const users = prefixSharingWorkload(options);
     // Prompt lengths with replies at their planned length give the SLO's median prompt.
     const lengths: number[] = [];
     for (const user of users) {
@@ -271,9 +291,15 @@ async function runWorkload(name: "prefix" | "mooncake"): Promise<void> {
     }
     medianPrompt = percentile(lengths, 0.5);
     workload = { kind: "chat", users };
-    workloadConfig = { ...prefixOptions, requests: lengths.length, median_prompt_tokens: medianPrompt };
+    workloadConfig = { ...options, requests: lengths.length, median_prompt_tokens: medianPrompt };
   } else {
-    const records = mooncakeTrace(mooncakeOptions);
+    // A longer trace at the higher rate: the same simulated duration.
+    const options = {
+      ...mooncakeOptions,
+      sessionsPerS: mooncakeOptions.sessionsPerS * loadFactor,
+      sessions: Math.round(mooncakeOptions.sessions * loadFactor),
+    };
+    const records = mooncakeTrace(options);
     medianPrompt = percentile(
       records.map((r) => r.input_length),
       0.5,
@@ -281,7 +307,7 @@ async function runWorkload(name: "prefix" | "mooncake"): Promise<void> {
     workload = { kind: "trace", records };
     const ids = new Set(records.flatMap((r) => r.hash_ids));
     workloadConfig = {
-      ...mooncakeOptions,
+      ...options,
       hash_block_tokens: MOONCAKE_BLOCK_TOKENS,
       requests: records.length,
       distinct_hash_ids: ids.size,
@@ -289,6 +315,43 @@ async function runWorkload(name: "prefix" | "mooncake"): Promise<void> {
       trace_sample: records.slice(0, 3),
     };
   }
+  return { workload, medianPrompt, workloadConfig };
+}
+
+/** The load sweep: a few policies at other offered loads, each against round-robin at that load. */
+async function loadSweep(name: "prefix" | "mooncake"): Promise<Record<string, unknown>[]> {
+  const points: Record<string, unknown>[] = [];
+  for (const factor of SWEEP_LOADS) {
+    const { workload, medianPrompt, workloadConfig } = buildWorkload(name, factor);
+    const sloMs = ttftSloMs(medianPrompt);
+    const summaries: PolicySummary[] = [];
+    for (const policy of SWEEP_POLICIES)
+      summaries.push(summarise(await simulate(policy, workload, cluster, SEED, kvOptions), sloMs));
+    const rr = summaries.find((s) => s.policy === BASELINE) as PolicySummary;
+    for (const s of summaries) {
+      const point = {
+        load: factor,
+        policy: s.policy,
+        requests: s.requests,
+        ttft_p50_ms: round(s.ttftP50),
+        ttft_p90_ms: round(s.ttftP90),
+        ttft_p99_ms: round(s.ttftP99),
+        ttft_p50_vs_round_robin: Number((rr.ttftP50 / s.ttftP50).toFixed(2)),
+        itl_p50_ms: round(s.itlP50),
+        throughput_tokens_per_s: round(s.throughput),
+        kv_hit_rate: Number(s.kvHitRate.toFixed(4)),
+        failed_requests: s.failed,
+      };
+      points.push(point);
+      console.log(`${name} load x${factor} ${JSON.stringify(point)}`);
+    }
+    if (name === "prefix") console.log(`${name} load x${factor}: users ${String(workloadConfig.users)}`);
+  }
+  return points;
+}
+
+async function runWorkload(name: "prefix" | "mooncake"): Promise<void> {
+  const { workload, medianPrompt, workloadConfig } = buildWorkload(name, load);
   const sloMs = ttftSloMs(medianPrompt);
   const policies = values.only
     ? POLICIES.filter((p) => values.only?.split(",").includes(p) || p === BASELINE)
@@ -306,7 +369,7 @@ async function runWorkload(name: "prefix" | "mooncake"): Promise<void> {
   }
   // Sensitivity: the kv policies at Dynamo's default weight 1 (full size only; quick must stay under a minute).
   const sensitivity: Record<string, unknown> = {};
-  if (!quick && values.only === undefined && overlapWeight !== 1) {
+  if (!quick && !exploratory && overlapWeight !== 1) {
     for (const policy of ["kv", "kv-approx"] as const) {
       const s = summarise(await simulate(policy, workload, cluster, SEED, { overlapWeight: 1 }), sloMs);
       sensitivity[`${policy}@overlapWeight=1`] = {
@@ -325,13 +388,21 @@ async function runWorkload(name: "prefix" | "mooncake"): Promise<void> {
   const complete = ["kv", "sglang", "llm-d"].every((p) => summaries.some((s) => s.policy === p));
   const goals = complete ? checkGoals(summaries) : ["(partial run: goals not evaluated)"];
   for (const line of goals) console.log(`  ${line}`);
-  if (values.only !== undefined || values["overlap-weight"] !== undefined) {
-    // Exploratory runs print only: the files hold the standard configuration.
+  if (exploratory) {
     console.log(
-      `(--only / --overlap-weight: not writing bench/results/routing-${name}.json or docs/routing-${name}.svg)`,
+      `(--only / --overlap-weight / --load: not writing bench/results/routing-${name}.json or docs/routing-${name}.svg)`,
     );
     return;
   }
+  const sweep = quick ? [] : await loadSweep(name);
+  const sweepPanels = SWEEP_LOADS.filter(() => sweep.length > 0).map((factor) => ({
+    title: `TTFT p50 at ${factor}x load`,
+    unit: "ms",
+    better: "lower" as const,
+    bars: sweep
+      .filter((p) => p.load === factor)
+      .map((p) => ({ label: p.policy as string, value: p.ttft_p50_ms as number })),
+  }));
   writeReport(
     `routing-${name}`,
     {
@@ -351,6 +422,11 @@ async function runWorkload(name: "prefix" | "mooncake"): Promise<void> {
       per_policy: Object.fromEntries(summaries.map((s) => [s.policy, s.details])),
       goals,
       sensitivity,
+      load_sweep: {
+        rule: "the same policies and seed at other offered loads (prefix: users; mooncake: session rate and count, same duration)",
+        loads: quick ? [] : SWEEP_LOADS,
+        points: sweep,
+      },
     },
     results(summaries),
   );
@@ -383,6 +459,7 @@ async function runWorkload(name: "prefix" | "mooncake"): Promise<void> {
         better: "higher",
         bars: summaries.map((s) => ({ label: s.policy, value: s.kvHitRate * 100 })),
       },
+      ...sweepPanels,
     ],
   );
   writeFileSync(join(docsDir, `routing-${name}.svg`), svg);

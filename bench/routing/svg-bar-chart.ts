@@ -30,8 +30,8 @@ function format(value: number): string {
 }
 
 /**
- * A plain SVG bar chart, panels side by side, one bar per policy, values
- * printed on the bars. No dependencies: the benchmark writes it next to the
+ * A plain SVG bar chart, panels side by side (four to a row), one bar per
+ * policy, values printed on the bars. No dependencies: the benchmark writes it next to the
  * docs that quote it.
  */
 export function barChartSvg(title: string, subtitle: string, panels: readonly ChartPanel[]): string {
@@ -40,8 +40,10 @@ export function barChartSvg(title: string, subtitle: string, panels: readonly Ch
   const top = 70;
   const left = 20;
   const barArea = { x: 40, y: 48, height: 170 };
-  const width = left * 2 + panels.length * panelWidth;
-  const height = top + panelHeight + 40;
+  const perRow = 4;
+  const rows = Math.ceil(panels.length / perRow);
+  const width = left * 2 + Math.min(panels.length, perRow) * panelWidth;
+  const height = top + rows * panelHeight + 40;
   const parts: string[] = [];
   parts.push(
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="Helvetica, Arial, sans-serif">`,
@@ -50,12 +52,13 @@ export function barChartSvg(title: string, subtitle: string, panels: readonly Ch
     `<text x="${left}" y="50" font-size="12" fill="#555">${escapeXml(subtitle)}</text>`,
   );
   panels.forEach((panel, p) => {
-    const x0 = left + p * panelWidth;
+    const x0 = left + (p % perRow) * panelWidth;
+    const y0 = top + Math.floor(p / perRow) * panelHeight;
     const max = Math.max(...panel.bars.map((b) => (Number.isFinite(b.value) ? b.value : 0)), 1e-9);
     const slot = (panelWidth - barArea.x - 10) / panel.bars.length;
     const barWidth = Math.min(28, slot * 0.7);
     parts.push(
-      `<g transform="translate(${x0},${top})">`,
+      `<g transform="translate(${x0},${y0})">`,
       `<text x="${barArea.x}" y="14" font-size="13" font-weight="bold">${escapeXml(panel.title)}</text>`,
       `<text x="${barArea.x}" y="30" font-size="11" fill="#777">${escapeXml(panel.unit)} · ${panel.better} is better</text>`,
       `<line x1="${barArea.x}" y1="${barArea.y + barArea.height}" x2="${panelWidth - 10}" y2="${barArea.y + barArea.height}" stroke="#333"/>`,

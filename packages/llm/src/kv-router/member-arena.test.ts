@@ -44,4 +44,21 @@ describe("MemberArena", () => {
     expect([...arena.workers.subarray(to, to + 4)]).toEqual([10, 11, 12, 13]);
     expect([...arena.stamps.subarray(to, to + 4)]).toEqual([100, 101, 102, 103]);
   });
+
+  it("member arena - without stamps, workers still move and grow and no stamp memory is held", () => {
+    const arena = new MemberArena(false);
+    const chunks = Array.from({ length: 2000 }, (_, i) => {
+      const offset = arena.alloc(2);
+      for (let s = 0; s < 4; s++) arena.workers[offset + s] = i * 4 + s;
+      return offset;
+    });
+    const to = arena.alloc(3);
+    arena.move(chunks[7] as number, to, 4);
+    expect([...arena.workers.subarray(to, to + 4)]).toEqual([28, 29, 30, 31]);
+    expect(arena.workers.length).toBeGreaterThan(4096);
+    expect(arena.stamps.length).toBe(0);
+    chunks.forEach((offset, i) => {
+      expect(arena.workers[offset + 3]).toBe(i * 4 + 3);
+    });
+  });
 });

@@ -12,10 +12,18 @@ const INITIAL_SLOTS = 4096;
 export class MemberArena {
   /** Worker index per slot. Replaced when the arena grows: do not keep a reference across `alloc`. */
   workers = new Int32Array(INITIAL_SLOTS);
-  /** Stamp per slot (same layout as `workers`). */
-  stamps = new Float64Array(INITIAL_SLOTS);
+  /** Stamp per slot (same layout as `workers`); empty when the arena keeps no stamps. */
+  stamps: Float64Array;
   #top = 0;
   readonly #free: number[][] = [];
+
+  /**
+   * `withStamps: false` keeps worker indexes only: a tree that tracks no
+   * ages never reads a stamp, and stamps are two thirds of the arena's bytes.
+   */
+  constructor(readonly withStamps = true) {
+    this.stamps = new Float64Array(withStamps ? INITIAL_SLOTS : 0);
+  }
 
   /** Offset of a free chunk of `2^log2` slots. */
   alloc(log2: number): number {
@@ -42,10 +50,8 @@ export class MemberArena {
   move(from: number, to: number, count: number): void {
     // Chunks are small: a loop beats two copyWithin calls here.
     const { workers, stamps } = this;
-    for (let i = 0; i < count; i++) {
-      workers[to + i] = workers[from + i] as number;
-      stamps[to + i] = stamps[from + i] as number;
-    }
+    for (let i = 0; i < count; i++) workers[to + i] = workers[from + i] as number;
+    if (this.withStamps) for (let i = 0; i < count; i++) stamps[to + i] = stamps[from + i] as number;
   }
 
   /** Slots handed out, free chunks included (for tests and stats). */
@@ -58,9 +64,10 @@ export class MemberArena {
     while (size < minimum) size *= 2;
     const workers = new Int32Array(size);
     workers.set(this.workers);
+    this.workers = workers;
+    if (!this.withStamps) return;
     const stamps = new Float64Array(size);
     stamps.set(this.stamps);
-    this.workers = workers;
     this.stamps = stamps;
   }
 }

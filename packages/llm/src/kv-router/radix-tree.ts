@@ -137,11 +137,12 @@ export class RadixTree {
   private prevSiblings = new Int32Array(INITIAL_NODES);
   private counts = new Int32Array(INITIAL_NODES);
   private workers0 = new Int32Array(INITIAL_NODES);
-  private stamps0 = new Float64Array(INITIAL_NODES);
+  /** The first member's stamp, only when ages are tracked (empty otherwise, as the arena's stamps). */
+  private stamps0: Float64Array;
   /** Extra members: chunk offset in `arena` per node (NONE: none) and the chunk's size as a power of two. */
   private moreAt = new Int32Array(INITIAL_NODES);
   private moreLog2 = new Uint8Array(INITIAL_NODES);
-  private readonly arena = new MemberArena();
+  private readonly arena: MemberArena;
   private lookups: (Map<number, number> | undefined)[] = [undefined];
   private freeNodes: number[] = [];
   private nodeCount = 1;
@@ -176,6 +177,9 @@ export class RadixTree {
     this.pruneTargetRatio = options.pruneTargetRatio ?? DEFAULT_PRUNE_TARGET_RATIO;
     this.maxBlocksPerWorker = options.maxBlocksPerWorker;
     this.trackAges = this.ttlMs !== undefined || this.maxBlocksPerWorker !== undefined;
+    // Stamps order a worker's memberships by age; without ages nothing reads them.
+    this.stamps0 = new Float64Array(this.trackAges ? INITIAL_NODES : 0);
+    this.arena = new MemberArena(this.trackAges);
     this.parents[ROOT] = NONE;
     this.firstChildren[ROOT] = NONE;
     this.nextSiblings[ROOT] = NONE;
@@ -503,7 +507,7 @@ export class RadixTree {
     this.prevSiblings = grown(this.prevSiblings);
     this.counts = grown(this.counts);
     this.workers0 = grown(this.workers0);
-    this.stamps0 = grown(this.stamps0);
+    if (this.trackAges) this.stamps0 = grown(this.stamps0);
     this.moreAt = grown(this.moreAt);
     this.moreLog2 = grown(this.moreLog2);
   }
@@ -548,7 +552,9 @@ export class RadixTree {
       : (this.arena.workers[(this.moreAt[node] as number) + slot - 1] as number);
   }
 
+  /** The stamp of a membership (0 when ages are not tracked). */
   private stampAt(node: number, slot: number): number {
+    if (!this.trackAges) return 0;
     return slot === 0
       ? (this.stamps0[node] as number)
       : (this.arena.stamps[(this.moreAt[node] as number) + slot - 1] as number);
@@ -557,11 +563,11 @@ export class RadixTree {
   private setMember(node: number, slot: number, worker: number, stamp: number): void {
     if (slot === 0) {
       this.workers0[node] = worker;
-      this.stamps0[node] = stamp;
+      if (this.trackAges) this.stamps0[node] = stamp;
     } else {
       const at = (this.moreAt[node] as number) + slot - 1;
       this.arena.workers[at] = worker;
-      this.arena.stamps[at] = stamp;
+      if (this.trackAges) this.arena.stamps[at] = stamp;
     }
   }
 
@@ -569,7 +575,7 @@ export class RadixTree {
     const count = this.counts[node] as number;
     if (count === 0) {
       this.workers0[node] = worker;
-      this.stamps0[node] = stamp;
+      if (this.trackAges) this.stamps0[node] = stamp;
       this.counts[node] = 1;
       return;
     }
@@ -590,7 +596,7 @@ export class RadixTree {
     }
     const at = (this.moreAt[node] as number) + extras;
     arena.workers[at] = worker;
-    arena.stamps[at] = stamp;
+    if (this.trackAges) arena.stamps[at] = stamp;
     this.counts[node] = count + 1;
     const lookup = this.lookups[node];
     if (lookup !== undefined) {
@@ -659,12 +665,10 @@ export class RadixTree {
       this.addMember(node, worker.index, stamp);
       worker.blocks++;
       this.memberships++;
-    } else if (slot === 0) {
-      this.stamps0[node] = stamp;
-    } else {
-      this.arena.stamps[(this.moreAt[node] as number) + slot - 1] = stamp;
     }
     if (!this.trackAges) return;
+    if (slot === 0) this.stamps0[node] = stamp;
+    else if (slot > 0) this.arena.stamps[(this.moreAt[node] as number) + slot - 1] = stamp;
     worker.nodes.push(node);
     worker.stamps.push(stamp);
     if (this.ttlMs !== undefined) worker.times.push(now);
