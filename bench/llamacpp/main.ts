@@ -4,12 +4,14 @@
  * frontend → router → worker → llama.cpp child process → detokenizer → SSE)
  * against node-llama-cpp called directly in this process, on the same tiny
  * model file with the same threads, context and sequence strategy, in the
- * same run, at 1 and 8 concurrent requests.
+ * same run, at 1 and 8 concurrent requests. A second `tdist run` with
+ * `--no-kv-events` measures, in the same run, what publishing KV events and
+ * load metrics costs.
  *
  * Every request is greedy and makes exactly `tokensPerRequest` tokens
  * (`ignore_eos` over HTTP; the direct side counts them), so both sides do
- * the same work. Phases alternate (direct, HTTP) for each round so drift on
- * a shared machine hits both.
+ * the same work. The order of the phases (direct, HTTP, HTTP without KV
+ * events) rotates each round so drift on a shared machine hits all three.
  *
  *   npm run bench -- llamacpp [--quick]
  */
@@ -18,11 +20,12 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { defaultThreads, describeGgufModel, ensureTinyModel, readGgufFile } from "@tdist/engine-llamacpp";
+import { childPids } from "@tdist/testkit";
 import { type BenchResult, result, writeReport } from "../lib/results.js";
 import { percentile } from "../lib/stats.js";
 import { DirectLlama, type GenerationSample } from "./direct.js";
 import { startChild, stopChild, streamCompletion } from "./http-stream.js";
-import { childPids, cpuSecondsOf, processCpuSeconds } from "./process-cpu.js";
+import { cpuSecondsOf, processCpuSeconds } from "./process-cpu.js";
 
 const { values } = parseArgs({ options: { quick: { type: "boolean", default: false } } });
 const quick = values.quick === true;
@@ -49,6 +52,7 @@ const config = {
   c8RequestsPerClientPerRound: quick ? 2 : 4,
   rounds: quick ? 1 : 3,
   http: "tdist run --engine llamacpp child process, streaming /v1/completions over keep-alive HTTP",
+  httpNoKvEvents: "a second tdist run with --no-kv-events: the worker publishes no KV events or load metrics",
   direct: "node-llama-cpp in the bench process, context and sequence pool as llamacpp-worker-process.ts",
   ttft: "HTTP: request sent to first SSE event (client side); direct: call to first token",
   c8Ttft: "informational: at c8 a new request waits for its sequence's old tokens to be erased (a DecodePause)",
@@ -58,29 +62,45 @@ const config = {
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, "..", "..", "..");
 
+type HttpSide = "http" | "http-no-kv-events";
+type Side = "direct" | HttpSide;
+const SIDES: readonly Side[] = ["direct", "http", "http-no-kv-events"];
+
+/** A `tdist run` child serving the model over HTTP on a free port. */
+async function startServer(extraFlags: string[]) {
+  const started = await startChild(
+    [
+      join(root, "packages/cli/dist/main.js"),
+      "run",
+      "--engine",
+      "llamacpp",
+      "--model",
+      modelPath,
+      "--threads",
+      String(engineConfig.threads),
+      "--sequences",
+      String(engineConfig.sequences),
+      "--port",
+      "0",
+      "--host",
+      "127.0.0.1",
+      ...extraFlags,
+    ],
+    /OpenAI API at (http:\/\/[^\s]+)\/v1/,
+    120_000,
+  );
+  return {
+    child: started.child,
+    url: new URL(`${started.match[1]}/v1/completions`),
+    agent: new Agent({ keepAlive: true, maxSockets: engineConfig.sequences }),
+  };
+}
+
 const direct = await DirectLlama.load({ modelPath, ...engineConfig });
-const tdist = await startChild(
-  [
-    join(root, "packages/cli/dist/main.js"),
-    "run",
-    "--engine",
-    "llamacpp",
-    "--model",
-    modelPath,
-    "--threads",
-    String(engineConfig.threads),
-    "--sequences",
-    String(engineConfig.sequences),
-    "--port",
-    "0",
-    "--host",
-    "127.0.0.1",
-  ],
-  /OpenAI API at (http:\/\/[^\s]+)\/v1/,
-  120_000,
-);
-const url = new URL(`${tdist.match[1]}/v1/completions`);
-const agent = new Agent({ keepAlive: true, maxSockets: engineConfig.sequences });
+const servers: Record<HttpSide, Awaited<ReturnType<typeof startServer>>> = {
+  http: await startServer([]),
+  "http-no-kv-events": await startServer(["--no-kv-events"]),
+};
 
 const topics = ["rivers", "machines", "gardens", "cities", "oceans", "music", "winter", "bridges", "clocks", "forests"];
 let promptCounter = 0;
@@ -99,10 +119,10 @@ interface CpuSplit {
   llamaChild: number;
 }
 
-function cpuNow(side: "direct" | "http"): CpuSplit {
+function cpuNow(side: Side): CpuSplit {
   const bench = processCpuSeconds(process.pid);
   if (side === "direct") return { bench, server: 0, llamaChild: 0 };
-  const server = tdist.child.pid as number;
+  const server = servers[side].child.pid as number;
   return { bench, server: processCpuSeconds(server), llamaChild: cpuSecondsOf(childPids(server)) };
 }
 
@@ -114,12 +134,7 @@ interface PhaseRun {
 }
 
 /** `clients` closed-loop clients, each sending its share of `prompts` back to back. */
-async function runPhase(
-  side: "direct" | "http",
-  prompts: readonly string[],
-  clients: number,
-  tokens: number,
-): Promise<PhaseRun> {
+async function runPhase(side: Side, prompts: readonly string[], clients: number, tokens: number): Promise<PhaseRun> {
   // Tokenized before the clock starts: the direct side gets token ids, as the engine does.
   const queue = prompts.map((text) => ({ text, tokenIds: direct.tokenize(text) }));
   const samples: GenerationSample[] = [];
@@ -132,6 +147,7 @@ async function runPhase(
         if (side === "direct") {
           samples.push(await direct.generate(prompt.tokenIds, tokens));
         } else {
+          const { url, agent } = servers[side];
           const sample = await streamCompletion(url, agent, {
             model: description.name,
             prompt: prompt.text,
@@ -187,19 +203,18 @@ function add(totals: Totals, run: PhaseRun): void {
 
 const concurrencies = [1, 8] as const;
 const totals = new Map<string, Totals>();
-for (const c of concurrencies) for (const side of ["direct", "http"]) totals.set(`${side}-c${c}`, emptyTotals());
+for (const c of concurrencies) for (const side of SIDES) totals.set(`${side}-c${c}`, emptyTotals());
 
-// Warm-up: both sides, every sequence, not recorded.
+// Warm-up: every side, every sequence, not recorded.
 const warmup = nextPrompts(2 * engineConfig.sequences);
-await runPhase("direct", warmup, engineConfig.sequences, 8);
-await runPhase("http", warmup, engineConfig.sequences, 8);
+for (const side of SIDES) await runPhase(side, warmup, engineConfig.sequences, 8);
 
 for (let round = 0; round < config.rounds; round++) {
   for (const c of concurrencies) {
     const count = c === 1 ? config.c1RequestsPerRound : c * config.c8RequestsPerClientPerRound;
     const prompts = nextPrompts(count);
-    // Alternate which side goes first, so neither always runs right after the other.
-    const order = round % 2 === 0 ? (["direct", "http"] as const) : (["http", "direct"] as const);
+    // Rotate which side goes first, so none always runs right after another.
+    const order = SIDES.map((_, i) => SIDES[(i + round) % SIDES.length] as Side);
     for (const side of order) {
       add(totals.get(`${side}-c${c}`) as Totals, await runPhase(side, prompts, c, config.tokensPerRequest));
     }
@@ -216,6 +231,22 @@ for (const c of concurrencies) {
   const base = get(`direct-c${c}`);
   results.push(
     result("tokens_per_s", `c${c}`, tokensPerSecond(http), "tokens/s", "direct", tokensPerSecond(base), ">= 0.95"),
+  );
+}
+// What the KV events and load metrics cost: the same server with and without them, in the same run.
+for (const c of concurrencies) {
+  const on = get(`http-c${c}`);
+  const off = get(`http-no-kv-events-c${c}`);
+  results.push(
+    result(
+      "kv_events_tokens_per_s",
+      `c${c}`,
+      tokensPerSecond(on),
+      "tokens/s",
+      "no-kv-events",
+      tokensPerSecond(off),
+      "informational (1.0: no cost)",
+    ),
   );
 }
 for (const c of concurrencies) {
@@ -262,8 +293,10 @@ const summary = Object.fromEntries(
 );
 writeReport("llamacpp", { ...config, measured: summary }, results);
 
-agent.destroy();
-await stopChild(tdist.child);
+for (const server of Object.values(servers)) {
+  server.agent.destroy();
+  await stopChild(server.child);
+}
 await direct.dispose();
 const failed = [...totals.values()].reduce((sum, t) => sum + t.failed + t.promptTokenMismatches, 0);
 if (failed > 0) {

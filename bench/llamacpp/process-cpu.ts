@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 
 const TICKS_PER_SECOND = 100;
 
@@ -11,20 +11,6 @@ export function processCpuSeconds(pid: number): number {
     return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
   } catch {
     return 0;
-  }
-}
-
-/** The direct children of a process (Linux `/proc/<pid>/task/<tid>/children`). */
-export function childPids(pid: number): number[] {
-  try {
-    return readdirSync(`/proc/${pid}/task`).flatMap((tid) =>
-      readFileSync(`/proc/${pid}/task/${tid}/children`, "utf8")
-        .split(" ")
-        .filter((id) => id.trim() !== "")
-        .map(Number),
-    );
-  } catch {
-    return [];
   }
 }
 

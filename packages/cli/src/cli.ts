@@ -14,7 +14,7 @@ commands:
   run                 frontend + workers in one process, embedded discovery (npm start runs this)
                         --engine llamacpp|mocker|echo (default llamacpp)  --workers N  --model-name NAME
                         --model FILE.gguf|hf:user/repo/file.gguf (llamacpp; default: the built-in tiny model)
-                        --threads N --sequences N (llamacpp)  --speedup X (mocker)  --delay-ms MS (echo)
+                        --threads N --sequences N --no-kv-events (llamacpp)  --speedup X (mocker)  --delay-ms MS (echo)
                         --port 8000  --host 0.0.0.0  --router-mode MODE
   frontend            the OpenAI HTTP frontend; finds workers through discovery
                         --port --host --router-mode round-robin|random|least-loaded|power-of-two|kv|kv-approx|sglang|llm-d
@@ -22,6 +22,7 @@ commands:
                         --active-decode-blocks-threshold F (0-1)  --active-prefill-tokens-threshold N
                           (kv routers: skip busy workers; when all are busy, shed the request with a 503)
   worker              one model worker: --engine llamacpp|mocker|echo --model ... --model-name NAME
+                        (and the engine flags of run; --no-kv-events: a llama.cpp worker publishes no KV events)
   make-model          --out FILE.gguf [--layers --width --heads --context --seed --vocab qwen3|gpt2]: the tiny random model
   status [--json]     namespaces, components, endpoints, instances and models from discovery
   env                 every TDIST_* environment variable with its default

@@ -9,6 +9,7 @@
  * await etcd.restart(); // same port and data directory
  * ```
  */
+export { childPids, processAlive } from "./child-pids.js";
 export * from "./etcd-server.js";
 export { findExecutable } from "./find-executable.js";
 export { freePort } from "./free-port.js";

@@ -21,6 +21,11 @@ export interface WorkerSpec {
   threads?: number | undefined;
   /** llamacpp: sequences (concurrent requests) in one context. */
   sequences?: number | undefined;
+  /**
+   * llamacpp: publish KV events and load metrics for the KV-aware routers.
+   * Default true; the mocker always publishes (it exists to feed routers).
+   */
+  kvEvents?: boolean | undefined;
 }
 
 export function parseEngine(value: string | undefined): EngineKind {
@@ -48,6 +53,7 @@ export async function startWorker(runtime: DistributedRuntime, spec: WorkerSpec)
         namespace: spec.namespace,
         ...(spec.modelName ? { modelName: spec.modelName } : {}),
         ...(spec.model ? { model: spec.model, progressBar: process.stderr.isTTY === true } : {}),
+        events: spec.kvEvents !== false,
         engine: {
           ...(spec.threads !== undefined ? { threads: spec.threads } : {}),
           ...(spec.sequences !== undefined ? { sequences: spec.sequences } : {}),

@@ -1,6 +1,7 @@
 import { TdistError } from "@tdist/runtime";
 import { describe, expect, it } from "vitest";
 import { numberFlag, parseRouterMode } from "./options.js";
+import { workerSpec } from "./serve.js";
 
 const errorOf = (fn: () => unknown): TdistError | undefined => {
   try {
@@ -39,5 +40,13 @@ describe("cli options", () => {
         "invalid_option",
       ),
     ).toBe(true);
+  });
+
+  it("cli options - --no-kv-events turns a llama.cpp worker's KV events off and is refused for other engines", () => {
+    expect(workerSpec({ engine: "llamacpp" }, "ns").kvEvents).toBe(true);
+    expect(workerSpec({ engine: "llamacpp", "no-kv-events": true }, "ns").kvEvents).toBe(false);
+    const mocker = errorOf(() => workerSpec({ engine: "mocker", "no-kv-events": true }, "ns"));
+    expect(TdistError.is(mocker, "invalid_option")).toBe(true);
+    expect(mocker?.message).toBe("--no-kv-events applies to --engine llamacpp only, got --engine mocker");
   });
 });

@@ -1,10 +1,10 @@
 import { parseArgs } from "node:util";
 import { HttpFrontend, type ServedModel, TokenizerPipeline } from "@tdist/llm";
-import { DistributedRuntime, Env, type Logger, readEnv } from "@tdist/runtime";
+import { DistributedRuntime, Env, type Logger, readEnv, TdistError } from "@tdist/runtime";
 import type { CliIo } from "../cli-io.js";
 import { flagsToEnv, runtimeFlags } from "../cli-options.js";
 import { createLogger } from "../logging.js";
-import { parseEngine, startWorker } from "./engines.js";
+import { parseEngine, startWorker, type WorkerSpec } from "./engines.js";
 import { numberFlag, parseRouterMode } from "./options.js";
 
 /** What a long-running command hands back: how to stop it, and when it has stopped. */
@@ -21,6 +21,7 @@ const workerFlags = {
   "model-name": { type: "string" },
   "delay-ms": { type: "string" },
   speedup: { type: "string" },
+  "no-kv-events": { type: "boolean" },
 } as const;
 
 const frontendFlags = {
@@ -42,9 +43,14 @@ function loggerFor(env: NodeJS.ProcessEnv): Logger {
   return createLogger(readEnv(Env.logLevel, env));
 }
 
-function workerSpec(values: Record<string, string | boolean | undefined>, namespace: string) {
+/** The worker flags of `run` and `worker`, checked. */
+export function workerSpec(values: Record<string, string | boolean | undefined>, namespace: string): WorkerSpec {
+  const engine = parseEngine(values.engine as string | undefined);
+  if (values["no-kv-events"] === true && engine !== "llamacpp") {
+    throw new TdistError("invalid_option", `--no-kv-events applies to --engine llamacpp only, got --engine ${engine}`);
+  }
   return {
-    engine: parseEngine(values.engine as string | undefined),
+    engine,
     namespace,
     modelName: values["model-name"] as string | undefined,
     delayMs: numberFlag("delay-ms", values["delay-ms"] as string | undefined, { min: 0 }),
@@ -52,6 +58,7 @@ function workerSpec(values: Record<string, string | boolean | undefined>, namesp
     model: values.model as string | undefined,
     threads: numberFlag("threads", values.threads as string | undefined, { min: 1, integer: true }),
     sequences: numberFlag("sequences", values.sequences as string | undefined, { min: 1, integer: true }),
+    kvEvents: values["no-kv-events"] !== true,
   };
 }
 
@@ -139,6 +146,8 @@ export async function runCommand(argv: string[], io: CliIo): Promise<RunningComm
     url: frontend.url,
     async stop() {
       await frontend.close();
+      // Each worker drains and closes its engine (a llama.cpp child process keeps the process alive otherwise).
+      await Promise.all(served.map((model) => model.stop({ graceMs: 2_000 })));
       await Promise.all(runtimes.map((runtime) => runtime.shutdown({ graceMs: 2_000 })));
     },
   };
@@ -165,7 +174,7 @@ export async function frontendCommand(argv: string[], io: CliIo): Promise<Runnin
   };
 }
 
-/** `tdist worker --engine echo|mocker`: one model worker registering with discovery. */
+/** `tdist worker --engine llamacpp|mocker|echo`: one model worker registering with discovery. */
 export async function workerCommand(argv: string[], io: CliIo): Promise<RunningCommand> {
   const { values } = parseArgs({ args: argv, options: { ...runtimeFlags, ...workerFlags } });
   const env = flagsToEnv(values);
@@ -183,6 +192,7 @@ export async function workerCommand(argv: string[], io: CliIo): Promise<RunningC
   );
   return {
     async stop() {
+      await served.stop({ graceMs: 2_000 });
       await runtime.shutdown();
     },
   };

@@ -1,0 +1,43 @@
+/**
+ * `tdist run` as a process: it serves, and a Ctrl-C (SIGINT) or SIGTERM
+ * stops it cleanly, its llama.cpp engine child included.
+ */
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { childPids, NodeProcess, processAlive } from "@tdist/testkit";
+import OpenAI from "openai";
+import { afterAll, describe, expect, it } from "vitest";
+
+const CLI = "packages/cli/dist/main.js";
+/** Shared with the engine's own tests, so the tiny model is generated once per machine. */
+const TEST_CACHE_DIR = process.env.TDIST_CACHE_DIR || join(tmpdir(), "tdist-test-cache");
+
+describe("tdist run as a process", () => {
+  const processes: NodeProcess[] = [];
+
+  afterAll(async () => {
+    await Promise.all(processes.map((p) => p.terminate(5_000)));
+  });
+
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    it(`run command - llama.cpp serves a completion, then ${signal} stops the process and its engine child`, async () => {
+      const run = new NodeProcess({
+        name: `run-${signal}`,
+        script: CLI,
+        args: ["run", "--engine", "llamacpp", "--port", "0", "--host", "127.0.0.1"],
+        env: { TDIST_LOG_LEVEL: "warn", TDIST_CACHE_DIR: TEST_CACHE_DIR },
+      });
+      processes.push(run);
+      const [, url] = (await run.waitForOutput(/OpenAI API at (http:\/\/[^\s]+)\/v1/, 90_000)) as RegExpMatchArray;
+      const openai = new OpenAI({ baseURL: `${url}/v1`, apiKey: "unused", maxRetries: 0, timeout: 20_000 });
+      const completion = await openai.completions.create({ model: "tdist-tiny-random", prompt: "hi", max_tokens: 4 });
+      expect(completion.usage?.completion_tokens).toBe(4);
+      const engines = childPids(run.pid as number);
+      expect(engines.length).toBeGreaterThan(0);
+      run.signal(signal);
+      // Before the fix the process stayed up after "runtime stopped": its engine child kept the event loop alive.
+      expect(await run.exited(15_000)).toMatchObject({ code: 0 });
+      expect(engines.filter(processAlive)).toEqual([]);
+    }, 120_000);
+  }
+});
