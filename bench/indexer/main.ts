@@ -212,6 +212,20 @@ function timeQueries(find: (hashes: readonly string[]) => ReadonlyMap<string, nu
   return { samples, matched };
 }
 
+/** Bytes (heap plus array buffers) that `release` frees, measured around full collections; undefined without `--expose-gc`. */
+function retainedBytes(release: () => void): number | undefined {
+  const gc = globalThis.gc;
+  if (gc === undefined) return undefined;
+  const used = (): number => {
+    gc();
+    const memory = process.memoryUsage();
+    return memory.heapUsed + memory.arrayBuffers;
+  };
+  const before = used();
+  release();
+  return before - used();
+}
+
 const results: BenchResult[] = [];
 const details: Record<string, unknown> = {};
 for (const workers of config.workerCounts) {
@@ -261,6 +275,11 @@ for (const workers of config.workerCounts) {
     }
   }
   const eventsPerS = events.length / bestTreeSeconds;
+  // What the last round's index holds: heap plus array buffers with it, less without it (the
+  // workload's events and hash strings stay alive either way, so they are not counted).
+  const indexBytes = retainedBytes(() => {
+    indexer = new KvIndexer({ blockSize: config.blockSize });
+  });
   const naiveEventsPerS = events.length / bestNaiveSeconds;
   details[variant] = {
     rounds,
@@ -270,6 +289,7 @@ for (const workers of config.workerCounts) {
     memberships: stats?.blocks,
     memberships_per_worker: Math.round((stats?.blocks ?? 0) / workers),
     nodes: stats?.nodes,
+    index_mb: indexBytes === undefined ? null : Number((indexBytes / 1e6).toFixed(1)),
     find_matches_naive_p50_us: Number(naiveP50.toFixed(2)),
     find_matches_naive_p99_us: Number(naiveP99.toFixed(2)),
   };
