@@ -1,6 +1,6 @@
 /**
- * `tdist run` as a process: it serves, and a Ctrl-C (SIGINT) or SIGTERM
- * stops it cleanly, its llama.cpp engine child included.
+ * `tdist run` and `tdist worker` as processes: they serve, and a Ctrl-C
+ * (SIGINT) or SIGTERM stops them cleanly, the llama.cpp engine child included.
  */
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -40,4 +40,20 @@ describe("tdist run as a process", () => {
       expect(engines.filter(processAlive)).toEqual([]);
     }, 120_000);
   }
+
+  it("run command - a llama.cpp `tdist worker` stops with its engine child on SIGTERM", async () => {
+    const worker = new NodeProcess({
+      name: "worker-SIGTERM",
+      script: CLI,
+      args: ["worker", "--engine", "llamacpp"],
+      env: { TDIST_LOG_LEVEL: "warn", TDIST_CACHE_DIR: TEST_CACHE_DIR },
+    });
+    processes.push(worker);
+    await worker.waitForOutput(/"event":"worker-ready"/, 90_000);
+    const engines = childPids(worker.pid as number);
+    expect(engines.length).toBeGreaterThan(0);
+    worker.signal("SIGTERM");
+    expect(await worker.exited(15_000)).toMatchObject({ code: 0 });
+    expect(engines.filter(processAlive)).toEqual([]);
+  }, 120_000);
 });
