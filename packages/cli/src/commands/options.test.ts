@@ -1,7 +1,7 @@
 import { TdistError } from "@tdist/runtime";
 import { describe, expect, it } from "vitest";
 import { numberFlag, parseRouterMode } from "./options.js";
-import { workerSpec } from "./serve.js";
+import { runCommand, workerSpec } from "./serve.js";
 
 const errorOf = (fn: () => unknown): TdistError | undefined => {
   try {
@@ -48,5 +48,15 @@ describe("cli options", () => {
     const mocker = errorOf(() => workerSpec({ engine: "mocker", "no-kv-events": true }, "ns"));
     expect(TdistError.is(mocker, "invalid_option")).toBe(true);
     expect(mocker?.message).toBe("--no-kv-events applies to --engine llamacpp only, got --engine mocker");
+  });
+
+  it("cli options - tdist run refuses --router-mode kv without KV events, before starting anything", async () => {
+    const io = { out: () => {}, err: () => {} };
+    const refused = await runCommand(["--engine", "llamacpp", "--no-kv-events", "--router-mode", "kv"], io).then(
+      () => undefined,
+      (err: unknown) => err as TdistError,
+    );
+    expect(TdistError.is(refused, "invalid_option")).toBe(true);
+    expect(refused?.message).toContain("use --router-mode kv-approx");
   });
 });

@@ -122,6 +122,12 @@ export async function runCommand(argv: string[], io: CliIo): Promise<RunningComm
   const logger = loggerFor(env);
   const namespace = readEnv(Env.namespace, env);
   const spec = workerSpec(values, namespace);
+  if (spec.kvEvents === false && values["router-mode"] === "kv") {
+    throw new TdistError(
+      "invalid_option",
+      "--router-mode kv routes on the workers' KV events, which --no-kv-events turns off; use --router-mode kv-approx",
+    );
+  }
   const workers = numberFlag("workers", values.workers, { min: 1, integer: true }) ?? 1;
   // The first worker shares the frontend's runtime, so its requests take the local plane (no serialization);
   // further workers get runtimes of their own, as separate processes would.
