@@ -25,6 +25,8 @@ export interface RequestRecord {
   cachedTokens: number;
   outputTokens: number;
   failed: boolean;
+  /** Index of the worker the policy chose (-1 when none was). */
+  worker: number;
 }
 
 export interface SimulationResult {
@@ -114,6 +116,7 @@ export async function simulate(
       cachedTokens: 0,
       outputTokens: 0,
       failed: false,
+      worker: -1,
     };
     requests.push(record);
     unfinished++;
@@ -132,6 +135,7 @@ export async function simulate(
       const chosen = router.pick(instances, { inFlight, request });
       if (chosen === undefined) throw new Error("no worker picked");
       worker = indexOf.get(chosen.instanceId) as number;
+      record.worker = worker;
       outstanding[worker] = (outstanding[worker] as number) + 1;
       perWorker[worker] = (perWorker[worker] as number) + 1;
       const engine = engines[worker] as MockerEngine;
