@@ -151,7 +151,8 @@ export async function runCommand(argv: string[], io: CliIo): Promise<RunningComm
   return {
     url: frontend.url,
     async stop() {
-      await frontend.close();
+      // In-flight requests get the shutdown grace, then are cancelled.
+      await frontend.close({ graceMs: readEnv(Env.shutdownGraceMs, env) });
       // Each worker drains and closes its engine (a llama.cpp child process keeps the process alive otherwise).
       await Promise.all(served.map((model) => model.stop({ graceMs: 2_000 })));
       await Promise.all(runtimes.map((runtime) => runtime.shutdown({ graceMs: 2_000 })));
@@ -174,7 +175,7 @@ export async function frontendCommand(argv: string[], io: CliIo): Promise<Runnin
   return {
     url: frontend.url,
     async stop() {
-      await frontend.close();
+      await frontend.close({ graceMs: readEnv(Env.shutdownGraceMs, env) });
       await runtime.shutdown({ graceMs: 2_000 });
     },
   };

@@ -36,6 +36,13 @@ export interface HttpFrontendOptions {
  * console.log(frontend.url); // http://127.0.0.1:8000
  * ```
  */
+/** How long `close()` lets in-flight requests run before cancelling them. */
+export const DEFAULT_CLOSE_GRACE_MS = 10_000;
+/** While closing, how often connections that went idle are closed. */
+const IDLE_SWEEP_MS = 50;
+/** After cancelling, how long streams get to write their last events before every connection is closed. */
+const CANCELLED_FLUSH_MS = 200;
+
 export class HttpFrontend {
   private constructor(
     readonly app: FastifyInstance,
@@ -43,6 +50,7 @@ export class HttpFrontend {
     readonly metrics: FrontendMetrics,
     readonly url: string,
     readonly port: number,
+    private readonly shutdown: AbortController,
   ) {}
 
   static async start(options: HttpFrontendOptions): Promise<HttpFrontend> {
@@ -76,7 +84,8 @@ export class HttpFrontend {
         .status(404)
         .send(new HttpError(404, `no route for ${request.method} ${request.url}`, "not_found_error").body());
     });
-    registerOpenAIRoutes(app, { models, metrics });
+    const shutdown = new AbortController();
+    registerOpenAIRoutes(app, { models, metrics, shutdown: shutdown.signal });
     app.get("/live", async () => ({ status: "live" }));
     app.get("/health", async (_request, reply) => {
       const ready = models.hasLiveWorker();
@@ -93,11 +102,32 @@ export class HttpFrontend {
     await app.listen({ host, port: options.port ?? 8000 });
     const { port } = app.server.address() as AddressInfo;
     const shownHost = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host;
-    return new HttpFrontend(app, models, metrics, `http://${shownHost}:${port}`, port);
+    return new HttpFrontend(app, models, metrics, `http://${shownHost}:${port}`, port, shutdown);
   }
 
-  async close(): Promise<void> {
-    await this.app.close();
+  /**
+   * Stops taking requests (new ones get a 503), lets those in flight run
+   * for up to `graceMs` (default 10 s), then cancels the rest down to their
+   * engines: a stream ends with its `cancelled` chunks and an error event
+   * (`shutting_down`), a unary request gets a 503.
+   */
+  async close(options: { graceMs?: number } = {}): Promise<void> {
+    const graceMs = options.graceMs ?? DEFAULT_CLOSE_GRACE_MS;
+    const server = this.app.server;
+    const timer = setTimeout(() => {
+      this.shutdown.abort();
+      // Cancelled streams write their last events at once; then no socket may hold the close up.
+      setTimeout(() => server.closeAllConnections(), CANCELLED_FLUSH_MS).unref();
+    }, graceMs);
+    // A keep-alive connection whose response ends while closing goes idle: close it then, not after
+    // the keep-alive timeout.
+    const idle = setInterval(() => server.closeIdleConnections(), IDLE_SWEEP_MS);
+    try {
+      await this.app.close();
+    } finally {
+      clearTimeout(timer);
+      clearInterval(idle);
+    }
     await this.models.close();
   }
 

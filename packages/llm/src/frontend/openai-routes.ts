@@ -29,7 +29,12 @@ import { SseWriter } from "./sse-writer.js";
 export interface RouteContext {
   models: ModelManager<ModelPipeline>;
   metrics: FrontendMetrics;
+  /** Aborted when the frontend's shutdown grace ends: requests still running are cancelled. */
+  shutdown: AbortSignal;
 }
+
+/** What a request cut short by shutdown gets: a 503 before its first byte, an SSE error event after. */
+const SHUTTING_DOWN = new HttpError(503, "the server is shutting down", "service_unavailable", null, "shutting_down");
 
 type Kind = "chat" | "completion";
 
@@ -153,27 +158,38 @@ async function serve(
   const arrivedAt = performance.now();
   const totals: ChoiceTotals = { completionTokens: 0, cachedTokens: 0, firstTokenAt: undefined, tokenTimes: [] };
   const clientGone = new AbortController();
+  // Cancels the request down to the engine: the client left, or shutdown's grace ended.
+  const cancel = new AbortController();
   reply.raw.on("close", () => {
-    if (!reply.raw.writableFinished) clientGone.abort();
+    if (reply.raw.writableFinished) return;
+    clientGone.abort();
+    cancel.abort();
   });
+  const onShutdown = (): void => cancel.abort(SHUTTING_DOWN);
+  if (context.shutdown.aborted) onShutdown();
+  else context.shutdown.addEventListener("abort", onShutdown, { once: true });
   metrics.inflight.inc({ model });
   let status = "success";
   try {
     if (plan.stream) {
-      await streamResponse(plan, reply, clientGone.signal, totals);
+      await streamResponse(plan, reply, { cancel: cancel.signal, clientGone: clientGone.signal }, totals);
       if (clientGone.signal.aborted) {
         status = "disconnected";
         metrics.disconnects.inc({ model });
+      } else if (context.shutdown.aborted) {
+        status = "error";
       }
       return reply;
     }
-    const body = await unaryResponse(plan, clientGone.signal, totals);
+    const body = await unaryResponse(plan, cancel.signal, totals);
+    if (context.shutdown.aborted && !clientGone.signal.aborted) throw SHUTTING_DOWN;
     void reply.headers(decisionHeaders(totals));
     return body;
   } catch (err) {
     status = "error";
     throw err;
   } finally {
+    context.shutdown.removeEventListener("abort", onShutdown);
     metrics.inflight.dec({ model });
     metrics.requests.inc({ model, endpoint, request_type: plan.stream ? "stream" : "unary", status });
     metrics.requestDuration.observe({ model }, (performance.now() - arrivedAt) / 1000);
@@ -243,7 +259,7 @@ function chunkWriter(
 async function streamResponse(
   plan: RequestPlan,
   reply: FastifyReply,
-  clientGone: AbortSignal,
+  { cancel, clientGone }: { cancel: AbortSignal; clientGone: AbortSignal },
   totals: ChoiceTotals,
 ): Promise<void> {
   const base = { id: plan.id, created: plan.created, model: plan.entry.name };
@@ -273,7 +289,7 @@ async function streamResponse(
     plan.entry,
     plan.choices,
     plan.stopStrings,
-    clientGone,
+    cancel,
     totals,
     (event) => {
       if (clientGone.aborted) return;
@@ -290,6 +306,7 @@ async function streamResponse(
     sse.end();
     return;
   }
+  if (cancel.aborted && cancel.reason === SHUTTING_DOWN) sse.send(SHUTTING_DOWN.body());
   if (plan.includeUsage) {
     sse.send({
       ...base,
