@@ -199,7 +199,8 @@ export async function workerCommand(argv: string[], io: CliIo): Promise<RunningC
   );
   return {
     async stop() {
-      await served.stop({ graceMs: 2_000 });
+      // Deregisters, lets in-flight streams run for the shutdown grace, then closes the engine.
+      await served.stop({ graceMs: readEnv(Env.shutdownGraceMs, env) });
       await runtime.shutdown();
     },
   };
