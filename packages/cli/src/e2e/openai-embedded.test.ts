@@ -157,6 +157,31 @@ describe("openai frontend - embedded", () => {
     }
   });
 
+  it("openai - a field with several accepted forms names them all when the value fits none", async () => {
+    const cases: [string, Record<string, unknown>, string, string][] = [
+      ["/v1/completions", { model: "echo", prompt: [] }, "prompt", "array of token ids (integers >= 0)"],
+      ["/v1/completions", { model: "echo", prompt: [-5] }, "prompt", "array of token ids (integers >= 0)"],
+      [
+        "/v1/chat/completions",
+        { model: "echo", messages: [{ role: "user", content: 7 }] },
+        "messages.0.content",
+        "a string, an array of content parts or null",
+      ],
+    ];
+    for (const [path, body, param, forms] of cases) {
+      const response = await fetch(`${frontend.url}${path}`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      expect(response.status).toBe(400);
+      const error = (await response.json()) as { error: { message: string; param: string } };
+      expect(error.error.param).toBe(param);
+      expect(error.error.message).toContain(forms);
+      expect(error.error.message).not.toContain("must be string");
+    }
+  });
+
   it("openai - unknown models are 404, malformed JSON 400, oversize bodies 413, long prompts 400", async () => {
     await expect(openai.completions.create({ model: "nope", prompt: "x" })).rejects.toMatchObject({
       status: 404,

@@ -137,6 +137,13 @@ export class HttpFrontend {
 }
 
 /** Turns fastify's own errors (validation, body parsing, size) into OpenAI error bodies. */
+/** What the fields with several accepted forms accept, for validation messages (array indexes as `N`). */
+const FIELD_FORMS: Record<string, string> = {
+  prompt:
+    "a non-empty string, a non-empty array of strings, a non-empty array of token ids (integers >= 0) or an array of such arrays",
+  "messages.N.content": "a string, an array of content parts or null",
+};
+
 function fromFastifyError(error: FastifyError): HttpError {
   if (error instanceof HttpError) return error;
   if (error.validation && error.validation.length > 0) {
@@ -144,9 +151,13 @@ function fromFastifyError(error: FastifyError): HttpError {
     const path = (issue?.instancePath ?? "").replace(/^\//, "").replaceAll("/", ".");
     const missing = (issue?.params as { missingProperty?: string } | undefined)?.missingProperty;
     const param = missing ? (path ? `${path}.${missing}` : missing) : path || null;
+    // A value that fits none of a field's forms: the first form's complaint ("must be string") misleads.
+    const forms = error.validation.some((v) => v.keyword === "anyOf")
+      ? FIELD_FORMS[(param ?? "").replace(/\.\d+\./g, ".N.")]
+      : undefined;
     const message = missing
       ? `missing required parameter: ${param}`
-      : `invalid parameter ${param ?? "body"}: ${issue?.message ?? "invalid value"}`;
+      : `invalid parameter ${param ?? "body"}: ${forms ? `must be ${forms}` : (issue?.message ?? "invalid value")}`;
     return HttpError.badRequest(message, param, "invalid_value");
   }
   switch (error.code) {
