@@ -157,6 +157,29 @@ describe("openai frontend - embedded", () => {
     }
   });
 
+  it("openai - what the server cannot honour is refused, not ignored: response_format json, best_of > 1", async () => {
+    await expect(
+      openai.chat.completions.create({
+        model: "echo",
+        messages: [{ role: "user", content: "json please" }],
+        response_format: { type: "json_object" },
+      }),
+    ).rejects.toMatchObject({ status: 400, param: "response_format.type" });
+    await expect(openai.completions.create({ model: "echo", prompt: "x", best_of: 3 })).rejects.toMatchObject({
+      status: 400,
+      param: "best_of",
+    });
+    // What clients send by default still works.
+    const text = await openai.chat.completions.create({
+      model: "echo",
+      messages: [{ role: "user", content: "plain" }],
+      response_format: { type: "text" },
+    });
+    expect(text.choices[0]?.finish_reason).toBe("stop");
+    const one = await openai.completions.create({ model: "echo", prompt: "x", best_of: 1 });
+    expect(one.choices[0]?.text).toBe("x");
+  });
+
   it("openai - a field with several accepted forms names them all when the value fits none", async () => {
     const cases: [string, Record<string, unknown>, string, string][] = [
       ["/v1/completions", { model: "echo", prompt: [] }, "prompt", "array of token ids (integers >= 0)"],

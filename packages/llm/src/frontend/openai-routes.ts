@@ -92,8 +92,20 @@ function newId(prefix: string): string {
   return `${prefix}-${idPrefix}${idCounter.toString(16).padStart(12, "0")}`;
 }
 
+/** Refuses what the server cannot honour rather than ignoring it (the output would not be what was asked for). */
+function refuseUnsupported(body: ChatCompletionRequest | CompletionRequest): void {
+  const format = body.response_format?.type;
+  if (format !== undefined && format !== "text") {
+    throw HttpError.badRequest(
+      `response_format ${JSON.stringify(format)} is not supported: this server has no guided (JSON) decoding`,
+      "response_format.type",
+    );
+  }
+}
+
 function planChat(context: RouteContext, body: ChatCompletionRequest): RequestPlan {
   const entry = lookup(context, body.model);
+  refuseUnsupported(body);
   if (body.top_logprobs !== undefined && body.top_logprobs !== null && !body.logprobs) {
     throw HttpError.badRequest("top_logprobs requires logprobs to be true", "top_logprobs");
   }
@@ -115,6 +127,10 @@ function planChat(context: RouteContext, body: ChatCompletionRequest): RequestPl
 function planCompletion(context: RouteContext, body: CompletionRequest): RequestPlan {
   const entry = lookup(context, body.model);
   if (body.echo) throw HttpError.badRequest("echo is not supported", "echo");
+  if (body.best_of !== undefined && body.best_of !== null && body.best_of !== 1) {
+    throw HttpError.badRequest("best_of is not supported (as in vLLM V1): use n with logprobs", "best_of");
+  }
+  refuseUnsupported(body);
   const prompts = normalizePrompts(body.prompt);
   const n = body.n ?? 1;
   const choices: ChoiceSpec[] = [];

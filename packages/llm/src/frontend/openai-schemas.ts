@@ -49,6 +49,9 @@ const common = {
   user: { type: "string" },
   ignore_eos: { type: "boolean" },
   min_tokens: { type: "integer", minimum: 0 },
+  response_format: {
+    anyOf: [{ type: "object", required: ["type"], properties: { type: { type: "string" } } }, { type: "null" }],
+  },
   nvext: {
     type: "object",
     properties: {
@@ -112,5 +115,6 @@ export const completionSchema = {
     },
     logprobs: nullableInteger(0, 20),
     echo: { type: "boolean" },
+    best_of: nullableInteger(1),
   },
 } as const;

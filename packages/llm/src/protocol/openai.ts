@@ -44,6 +44,8 @@ export interface CommonRequestFields {
   user?: string;
   ignore_eos?: boolean;
   min_tokens?: number;
+  /** Only `{ type: "text" }` is served: there is no guided (JSON) decoding. */
+  response_format?: { type: string } | null;
   /** Dynamo's request extensions (see `NvExt`). */
   nvext?: NvExt;
 }
@@ -76,6 +78,8 @@ export interface CompletionRequest extends CommonRequestFields {
   prompt: string | string[] | number[] | number[][];
   logprobs?: number | null;
   echo?: boolean;
+  /** Accepted only as 1 (what some clients send by default), as in vLLM V1. */
+  best_of?: number | null;
 }
 
 export interface Usage {
