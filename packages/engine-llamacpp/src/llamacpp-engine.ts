@@ -44,7 +44,6 @@ interface EngineEvents {
   publisher: KvEventPublisher;
   workerId: string;
   loadMetricsSubject: string;
-  lastLoadKey: string;
 }
 
 export type LlamaCppEngineState = "starting" | "running" | "restarting" | "failed" | "closed";
@@ -240,7 +239,7 @@ export class LlamaCppEngine {
   #crashes: number[] = [];
   #restarts = 0;
   #failure: TdistError | undefined;
-  /** With `events`: what the child's sequences hold, where KV events go, and the load last published. */
+  /** With `events`: what the child's sequences hold and where KV events and load metrics go. */
   readonly #events: EngineEvents | undefined;
 
   private constructor(
@@ -271,7 +270,6 @@ export class LlamaCppEngine {
             publisher: events.publisher,
             workerId: events.workerId,
             loadMetricsSubject: events.loadMetricsSubject ?? LOAD_METRICS_TOPIC,
-            lastLoadKey: "",
           };
     this.#ready = Promise.reject(new TdistError("internal", "engine not started"));
     this.#ready.catch(() => {});
@@ -824,7 +822,7 @@ export class LlamaCppEngine {
     }
   }
 
-  /** Publishes the child's load as `WorkerLoadMetrics` when it changed. */
+  /** Publishes the child's load as `WorkerLoadMetrics` (the child reports only changes). */
   #publishLoad(load: Omit<Extract<ChildMessage, { type: "load" }>, "type">): void {
     const events = this.#events;
     const ready = this.#lastReady;
@@ -839,9 +837,6 @@ export class LlamaCppEngine {
       kvUsage: totalKvBlocks > 0 ? Math.min(1, load.activeKvBlocks / totalKvBlocks) : 0,
       prefillTokensQueued: load.prefillTokensQueued,
     };
-    const key = `${metrics.activeSequences}/${metrics.waitingSequences}/${metrics.activeKvBlocks}/${metrics.prefillTokensQueued}/${totalKvBlocks}`;
-    if (key === events.lastLoadKey) return;
-    events.lastLoadKey = key;
     events.publisher.publish(events.loadMetricsSubject, metrics).catch((err: unknown) => {
       this.#logger.warn({ err, workerId: events.workerId }, "publishing load metrics failed");
     });

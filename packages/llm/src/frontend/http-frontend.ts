@@ -26,6 +26,13 @@ export interface HttpFrontendOptions {
   metricsPrefix?: string;
 }
 
+/** How long `close()` lets in-flight requests run before cancelling them. */
+export const DEFAULT_CLOSE_GRACE_MS = 10_000;
+/** While closing, how often connections that went idle are closed. */
+const IDLE_SWEEP_MS = 50;
+/** After cancelling, how long streams get to write their last events before every connection is closed. */
+const CANCELLED_FLUSH_MS = 200;
+
 /**
  * The OpenAI-compatible HTTP frontend: `/v1/models`, `/v1/chat/completions`,
  * `/v1/completions` (streaming via SSE), `/health`, `/live`, `/metrics`.
@@ -36,13 +43,6 @@ export interface HttpFrontendOptions {
  * console.log(frontend.url); // http://127.0.0.1:8000
  * ```
  */
-/** How long `close()` lets in-flight requests run before cancelling them. */
-export const DEFAULT_CLOSE_GRACE_MS = 10_000;
-/** While closing, how often connections that went idle are closed. */
-const IDLE_SWEEP_MS = 50;
-/** After cancelling, how long streams get to write their last events before every connection is closed. */
-const CANCELLED_FLUSH_MS = 200;
-
 export class HttpFrontend {
   private constructor(
     readonly app: FastifyInstance,
@@ -136,7 +136,6 @@ export class HttpFrontend {
   }
 }
 
-/** Turns fastify's own errors (validation, body parsing, size) into OpenAI error bodies. */
 /** What the fields with several accepted forms accept, for validation messages (array indexes as `N`). */
 const FIELD_FORMS: Record<string, string> = {
   prompt:
@@ -144,6 +143,7 @@ const FIELD_FORMS: Record<string, string> = {
   "messages.N.content": "a string, an array of content parts or null",
 };
 
+/** Turns fastify's own errors (validation, body parsing, size) into OpenAI error bodies. */
 function fromFastifyError(error: FastifyError): HttpError {
   if (error instanceof HttpError) return error;
   if (error.validation && error.validation.length > 0) {
