@@ -12,6 +12,12 @@ export interface SamplingOptions {
   presencePenalty?: number;
   frequencyPenalty?: number;
   repetitionPenalty?: number;
+  /**
+   * OpenAI `logit_bias`: token id (as a decimal string, the JSON object key)
+   * to a bias in [-100, 100] added to that token's logit before sampling;
+   * -100 bans the token, 100 all but forces it.
+   */
+  logitBias?: Record<string, number>;
 }
 
 export interface StopConditions {
