@@ -35,7 +35,8 @@ export {
   routers,
 } from "./client/router-policy.js";
 export { Component, Endpoint, Namespace } from "./component.js";
-export { type EnvVar, readEnv } from "./config/env-var.js";
+export { declaredEnvVars, declareEnvVars } from "./config/env-registry.js";
+export { type EnvVar, enumVar, integerVar, listVar, readEnv, stringVar } from "./config/env-var.js";
 export { allEnvVars, Env } from "./config/environment.js";
 export { Context } from "./context.js";
 export type {

@@ -1,10 +1,11 @@
+import { declaredEnvVars, declareEnvVars } from "./env-registry.js";
 import { type EnvVar, enumVar, integerVar, listVar, stringVar } from "./env-var.js";
 
 /**
  * Every `TDIST_*` environment variable, declared once. The CLI and the runtime
  * read configuration only through these declarations; `tdist env` prints them.
  */
-export const Env = {
+export const Env = declareEnvVars("@tdist/runtime", {
   namespace: stringVar("TDIST_NAMESPACE", "tdist", "Namespace that components register under."),
   discovery: enumVar("TDIST_DISCOVERY", ["memory", "etcd"], "memory", "Discovery backend."),
   etcdEndpoints: listVar("TDIST_ETCD_ENDPOINTS", ["http://127.0.0.1:2379"], "etcd client URLs."),
@@ -51,9 +52,9 @@ export const Env = {
     "Directory for generated files such as the built-in tiny model; defaults to ~/.cache/tdist.",
   ),
   logLevel: enumVar("TDIST_LOG_LEVEL", ["trace", "debug", "info", "warn", "error", "silent"], "info", "Log level."),
-} as const satisfies Record<string, EnvVar<unknown>>;
+} as const satisfies Record<string, EnvVar<unknown>>);
 
-/** All declared variables, for documentation and duplicate checks. */
+/** Every declared variable, the runtime's and those other packages declare, for documentation. */
 export function allEnvVars(): EnvVar<unknown>[] {
-  return Object.values(Env) as EnvVar<unknown>[];
+  return declaredEnvVars().map((entry) => entry.variable);
 }
