@@ -35,12 +35,22 @@ class RecordingPublisher implements MockerEventPublisher {
 function request(
   tokenIds: number[],
   maxTokens: number,
-  extra: { seed?: number; stop?: Partial<PreprocessedRequest["stop"]>; eos?: number[] } = {},
+  extra: {
+    seed?: number;
+    temperature?: number;
+    logitBias?: Record<string, number>;
+    stop?: Partial<PreprocessedRequest["stop"]>;
+    eos?: number[];
+  } = {},
 ): PreprocessedRequest {
   return {
     model: "mock",
     tokenIds,
-    sampling: extra.seed === undefined ? {} : { seed: extra.seed },
+    sampling: {
+      ...(extra.seed !== undefined ? { seed: extra.seed } : {}),
+      ...(extra.temperature !== undefined ? { temperature: extra.temperature } : {}),
+      ...(extra.logitBias !== undefined ? { logitBias: extra.logitBias } : {}),
+    },
     stop: { maxTokens, ...extra.stop },
     eosTokenIds: extra.eos ?? [],
     output: {},
@@ -94,7 +104,7 @@ describe("mocker engine", () => {
   it("mocker engine - prefix cache hit on a repeated prompt stores nothing new", async () => {
     const { engine, publisher } = engineWith({ blockSize: 4 });
     const tokens = prompt(2, 10);
-    const first = await run(engine, request(tokens, 6));
+    const first = await run(engine, request(tokens, 6, { temperature: 0 }));
     expect(first[0]?.cachedTokens).toBe(0);
     await idle(engine, publisher);
     const storedAfterFirst = storedHashes(publisher.kvEvents);
@@ -105,9 +115,9 @@ describe("mocker engine", () => {
     expect(firstEvent?.data).toMatchObject({ type: "stored", parentHash: null });
 
     const eventsBefore = publisher.kvEvents.length;
-    const second = await run(engine, request(tokens, 6));
+    const second = await run(engine, request(tokens, 6, { temperature: 0 }));
     expect(second[0]?.cachedTokens).toBe(Math.floor(tokens.length / 4) * 4);
-    // Same prompt, no seed: the same output, so even the decode block is already cached.
+    // Same prompt, greedy: the same output, so even the decode block is already cached.
     expect(tokensOf(second)).toEqual(tokensOf(first));
     await idle(engine, publisher);
     expect(publisher.kvEvents.slice(eventsBefore).filter((e) => e.data.type === "stored")).toEqual([]);
@@ -331,6 +341,65 @@ describe("mocker engine", () => {
     expect(tokensOf(await run(other, request(prompt(1, 20), 16, { seed: 42 })))).toEqual(a);
     await engine.close();
     await other.close();
+  });
+
+  it("mocker engine - unseeded sampling draws a fresh seed per request; greedy stays deterministic", async () => {
+    const { engine } = engineWith();
+    const tokens = prompt(4, 12);
+    // 32 tokens from a 32000-id vocabulary: two equal outputs would be a collision of 2^-478.
+    const sampled = await Promise.all(
+      Array.from({ length: 4 }, async () => tokensOf(await run(engine, request(tokens, 32, { temperature: 1 })))),
+    );
+    expect(new Set(sampled.map((t) => t.join(","))).size).toBe(4);
+    // No temperature is OpenAI's default of 1: sampled too.
+    const defaults = [await run(engine, request(tokens, 32)), await run(engine, request(tokens, 32))];
+    expect(tokensOf(defaults[1] as EngineOutput[])).not.toEqual(tokensOf(defaults[0] as EngineOutput[]));
+    const greedy = tokensOf(await run(engine, request(tokens, 32, { temperature: 0 })));
+    expect(tokensOf(await run(engine, request(tokens, 32, { temperature: 0 })))).toEqual(greedy);
+    const seeded = tokensOf(await run(engine, request(tokens, 32, { temperature: 1, seed: 9 })));
+    expect(tokensOf(await run(engine, request(tokens, 32, { temperature: 1, seed: 9 })))).toEqual(seeded);
+    await engine.close();
+  });
+
+  it("mocker engine - logit bias: -100 bans a token, 100 forces it, in between shifts the odds", async () => {
+    const { engine } = engineWith({ vocabSize: 50 });
+    const tokens = prompt(5, 8);
+    const greedy = tokensOf(await run(engine, request(tokens, 40, { temperature: 0 })));
+    const first = greedy[0] as number;
+    const banned = tokensOf(
+      await run(engine, request(tokens, 40, { temperature: 0, logitBias: { [String(first)]: -100 } })),
+    );
+    expect(banned).not.toEqual(greedy);
+    expect(banned).not.toContain(first);
+
+    const forcedId = (first + 1) % 50;
+    const forced = tokensOf(
+      await run(engine, request(tokens, 20, { temperature: 0, logitBias: { [String(forcedId)]: 100 } })),
+    );
+    expect(forced).toEqual(Array(20).fill(forcedId));
+    // Two tokens at 100 share the draws.
+    const pair = tokensOf(await run(engine, request(tokens, 40, { seed: 3, logitBias: { "7": 100, "8": 100 } })));
+    expect(new Set(pair)).toEqual(new Set([7, 8]));
+
+    // A bias of ln(49) gives its token the weight of the 49 other ids together: about half the draws.
+    const shifted = tokensOf(await run(engine, request(tokens, 400, { seed: 11, logitBias: { "5": Math.log(49) } })));
+    const share = shifted.filter((t) => t === 5).length / shifted.length;
+    expect(share).toBeGreaterThan(0.35);
+    expect(share).toBeLessThan(0.65);
+    await engine.close();
+  });
+
+  it("mocker engine - a logit bias outside the vocabulary or the range is a bad_request", async () => {
+    const { engine } = engineWith({ vocabSize: 50 });
+    const invalid: Record<string, number>[] = [{ "50": 1 }, { "-1": 1 }, { x: 1 }, { "3": 101 }, { "3": Number.NaN }];
+    for (const logitBias of invalid) {
+      const err = await run(engine, request(prompt(1, 4), 2, { logitBias })).catch((e: unknown) => e);
+      expect(TdistError.is(err, "bad_request")).toBe(true);
+    }
+    const everything = Object.fromEntries(Array.from({ length: 50 }, (_, i) => [String(i), -100]));
+    const err = await run(engine, request(prompt(1, 4), 2, { logitBias: everything })).catch((e: unknown) => e);
+    expect(TdistError.is(err, "bad_request")).toBe(true);
+    await engine.close();
   });
 
   it("mocker engine - preemption under KV pressure keeps outputs correct", async () => {

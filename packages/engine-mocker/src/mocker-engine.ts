@@ -11,6 +11,7 @@ import {
 } from "@tdist/llm";
 import { type Context, TdistError } from "@tdist/runtime";
 import { type KvBlock, KvBlockPool } from "./kv-block-pool.js";
+import { parseLogitBias } from "./logit-bias.js";
 import { type MockerEngineOptions, type ResolvedMockerOptions, resolveMockerOptions } from "./mocker-options.js";
 import { MockerSequence } from "./mocker-sequence.js";
 import { type StepWork, stepDurationMs } from "./timing-model.js";
@@ -183,21 +184,17 @@ export class MockerEngine {
       );
     }
     const eos = new Set(request.eosTokenIds ?? []);
-    let allowed = 0;
-    for (let id = 0; id < options.vocabSize && allowed === 0; id++) if (!eos.has(id)) allowed++;
-    if (allowed === 0) throw new TdistError("bad_request", "every token id of the vocabulary is an eos id");
     const stopIds = new Set(request.stop.stopTokenIds ?? []);
     if (!request.stop.ignoreEos) for (const id of eos) stopIds.add(id);
-    const seed = TokenSampler.seedFor(request.sampling?.seed, prompt);
-    return new MockerSequence(
-      this.nextSequenceId++,
-      prompt,
-      maxTokens,
-      request.stop.minTokens ?? 0,
-      stopIds,
+    const sampling = request.sampling ?? {};
+    const sampler = new TokenSampler({
+      seed: TokenSampler.seedFor(sampling.seed, sampling.temperature, prompt),
+      vocabSize: options.vocabSize,
       // Never sample eos: the mocker ends by length or by a stop id it happens to draw.
-      new TokenSampler(seed, options.vocabSize, eos),
-    );
+      excluded: eos,
+      logitBias: parseLogitBias(sampling.logitBias, options.vocabSize),
+    });
+    return new MockerSequence(this.nextSequenceId++, prompt, maxTokens, request.stop.minTokens ?? 0, stopIds, sampler);
   }
 
   /** Wakes an idle loop, or tells a busy one (stepping or publishing) to look again before it waits. */
