@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
 import { afterEach, describe, expect, it } from "vitest";
 import { type EtcdServer, startEtcd } from "./etcd-server.js";
+import { freePort } from "./free-port.js";
 import { TestkitError } from "./testkit-error.js";
 
 const servers: EtcdServer[] = [];
@@ -52,6 +53,15 @@ describe("etcd server", () => {
     expect(await health(etcd.endpoint)).toEqual({ health: "true" });
     await putKey(etcd.endpoint, "a", "1");
     expect(await getKey(etcd.endpoint, "a")).toBe("1");
+  });
+
+  it("etcd server - starts on a given client port", async () => {
+    const clientPort = await freePort();
+    const etcd = await startEtcd({ startTimeoutMs: 15_000, clientPort });
+    servers.push(etcd);
+    expect(etcd.clientPort).toBe(clientPort);
+    expect(etcd.endpoint).toBe(`http://127.0.0.1:${clientPort}`);
+    expect(await health(etcd.endpoint)).toEqual({ health: "true" });
   });
 
   it("etcd server - two servers run side by side on different ports", async () => {

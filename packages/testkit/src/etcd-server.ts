@@ -13,6 +13,11 @@ export interface EtcdServerOptions {
   stopTimeoutMs?: number;
   /** Extra command-line flags appended to the defaults. */
   extraArgs?: readonly string[];
+  /**
+   * Client port to listen on, e.g. one a runtime already waits on. Default: a
+   * free port (retried if another process takes it first; a given port is not).
+   */
+  clientPort?: number;
 }
 
 export interface EtcdRestartOptions {
@@ -44,7 +49,7 @@ const startAttempts = 3;
 /** Starts etcd and resolves once `GET /health` reports `{"health":"true"}`. */
 export async function startEtcd(options: EtcdServerOptions = {}): Promise<EtcdServer> {
   for (let attempt = 1; ; attempt++) {
-    const clientPort = await freePort();
+    const clientPort = options.clientPort ?? (await freePort());
     let peerPort = await freePort();
     while (peerPort === clientPort) peerPort = await freePort();
     const dataDir = await mkdtemp(join(tmpdir(), "tdist-etcd-"));
@@ -64,7 +69,7 @@ export async function startEtcd(options: EtcdServerOptions = {}): Promise<EtcdSe
       await server.start();
     } catch (err) {
       await rm(dataDir, { recursive: true, force: true });
-      if (attempt < startAttempts && isAddressInUse(err)) continue;
+      if (attempt < startAttempts && options.clientPort === undefined && isAddressInUse(err)) continue;
       throw err;
     }
     return serverHandle(server, { endpoint: `http://127.0.0.1:${clientPort}`, clientPort, peerPort, dataDir });

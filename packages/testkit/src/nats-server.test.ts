@@ -2,6 +2,7 @@ import { existsSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import { freePort } from "./free-port.js";
 import { type NatsServer, startNats } from "./nats-server.js";
 import { TestkitError } from "./testkit-error.js";
 
@@ -46,6 +47,15 @@ describe("nats server", () => {
     const info = await readInfo(nats.port);
     expect(info.jetstream).toBe(true);
     expect(existsSync(join(nats.storeDir, "jetstream"))).toBe(true);
+  });
+
+  it("nats server - starts on a given port", async () => {
+    const port = await freePort();
+    const nats = await startNats({ startTimeoutMs: 15_000, port });
+    servers.push(nats);
+    expect(nats.port).toBe(port);
+    expect(nats.url).toBe(`nats://127.0.0.1:${port}`);
+    expect((await readInfo(port)).port).toBe(port);
   });
 
   it("nats server - restart keeps the port and the store directory", async () => {

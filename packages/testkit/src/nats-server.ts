@@ -17,6 +17,11 @@ export interface NatsServerOptions {
   stopTimeoutMs?: number;
   /** Extra command-line flags appended to the defaults. */
   extraArgs?: readonly string[];
+  /**
+   * Port to listen on, e.g. one a client already waits on. Default: a free
+   * port (retried if another process takes it first; a given port is not).
+   */
+  port?: number;
 }
 
 export interface NatsRestartOptions {
@@ -48,7 +53,7 @@ const startAttempts = 3;
 /** Starts nats-server and resolves once it logged "Server is ready" and accepts TCP connections. */
 export async function startNats(options: NatsServerOptions = {}): Promise<NatsServer> {
   for (let attempt = 1; ; attempt++) {
-    const port = await freePort();
+    const port = options.port ?? (await freePort());
     const storeDir = await mkdtemp(join(tmpdir(), "tdist-nats-"));
     let server: ServerProcess;
     try {
@@ -65,7 +70,7 @@ export async function startNats(options: NatsServerOptions = {}): Promise<NatsSe
       await server.start();
     } catch (err) {
       await rm(storeDir, { recursive: true, force: true });
-      if (attempt < startAttempts && isAddressInUse(err)) continue;
+      if (attempt < startAttempts && options.port === undefined && isAddressInUse(err)) continue;
       throw err;
     }
     return serverHandle(server, { url: `nats://127.0.0.1:${port}`, port, storeDir });
