@@ -220,6 +220,59 @@ describe("llamacpp engine", () => {
     expect(penalized.some((id) => prompt.includes(id))).toBe(false);
   });
 
+  it("llamacpp engine - unseeded sampling draws a fresh seed per request", async () => {
+    const [prompt] = prompts(1) as [number[]];
+    // Concurrent, so within one second: llama.cpp's own fallback seed (the time in seconds) would repeat.
+    // At temperature 2 over a 151669-token vocabulary, 32 equal draws in a row are far beyond chance.
+    const sampled = (extra: { seed?: number } = {}) =>
+      request(prompt, 32, { sampling: { temperature: 2, ...extra }, stop: { ignoreEos: true } });
+    const outputs = await Promise.all(
+      Array.from({ length: 4 }, async () => tokensOf(await collect(engine, sampled()))),
+    );
+    expect(new Set(outputs.map((tokens) => tokens.join(","))).size).toBe(4);
+    const [a, b] = await Promise.all([collect(engine, sampled({ seed: 5 })), collect(engine, sampled({ seed: 5 }))]);
+    expect(tokensOf(b)).toEqual(tokensOf(a));
+  });
+
+  it("llamacpp engine - logit bias: -100 bans the greedy token, 100 forces a token", async () => {
+    const [, , , prompt] = prompts(4) as [number[], number[], number[], number[]];
+    const greedy = tokensOf(await collect(engine, request(prompt, 12)));
+    const first = greedy[0] as number;
+    const banned = tokensOf(
+      await collect(
+        engine,
+        request(prompt, 12, { sampling: { temperature: 0, logitBias: { [String(first)]: -100 } } }),
+      ),
+    );
+    expect(banned).not.toEqual(greedy);
+    expect(banned).not.toContain(first);
+    const forcedId = 9707;
+    expect(greedy).not.toContain(forcedId);
+    const forced = tokensOf(
+      await collect(
+        engine,
+        request(prompt, 12, { sampling: { temperature: 0, logitBias: { [String(forcedId)]: 100 } } }),
+      ),
+    );
+    expect(forced).toEqual(Array(12).fill(forcedId));
+    // With min tokens, the bias holds before and after the minimum.
+    const withMin = tokensOf(
+      await collect(
+        engine,
+        request(prompt, 12, {
+          sampling: { temperature: 0, logitBias: { [String(forcedId)]: 100 } },
+          stop: { minTokens: 3, stopTokenIds: [first] },
+        }),
+      ),
+    );
+    expect(withMin).toEqual(Array(12).fill(forcedId));
+    const invalid: Record<string, number>[] = [{ "151669": 1 }, { x: 1 }, { "5": 100.5 }];
+    for (const logitBias of invalid) {
+      const err = await collect(engine, request(prompt, 2, { sampling: { logitBias } })).catch((e: unknown) => e);
+      expect(TdistError.is(err, "bad_request")).toBe(true);
+    }
+  });
+
   it("llamacpp engine - logprobs come with each token when asked for", async () => {
     const [prompt] = prompts(1) as [number[]];
     const outputs = await collect(engine, request(prompt, 4, { output: { logprobs: 3 } }));

@@ -1,4 +1,5 @@
 import { type ChildProcess, fork } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -35,6 +36,7 @@ import {
   type ResolvedLlamaCppEngineOptions,
   resolveLlamaCppEngineOptions,
 } from "./llamacpp-options.js";
+import { LOGIT_BIAS_LIMIT, parseLogitBias } from "./logit-bias.js";
 import { llamaCppWorkerEntry } from "./worker-entry.js";
 
 /** Where the engine's KV events and load metrics go (`LlamaCppEngineOptions.events`). */
@@ -616,7 +618,11 @@ export class LlamaCppEngine {
     const stopTokenIds = [
       ...new Set([...tokenIdList(stop.stopTokenIds, "stop.stopTokenIds"), ...(stop.ignoreEos ? [] : eosIds)]),
     ];
-    const seed = sampling.seed ?? undefined;
+    // llama.cpp falls back to the time in seconds: concurrent requests and n choices would repeat each other.
+    const seed = sampling.seed ?? randomBytes(4).readUInt32LE(0);
+    const logitBias = [...parseLogitBias(sampling.logitBias, this.#description.vocabSize)].map(
+      ([id, bias]): [number, number] => [id, bias <= -LOGIT_BIAS_LIMIT ? Number.NEGATIVE_INFINITY : bias],
+    );
     return {
       tokenIds: request.tokenIds,
       sampling: {
@@ -624,7 +630,8 @@ export class LlamaCppEngine {
         topP: finiteOr("topP", sampling.topP, 1, 0, 1),
         topK: topK === -1 ? 0 : topK,
         minP: finiteOr("minP", sampling.minP, 0, 0, 1),
-        ...(seed !== undefined ? { seed: seed >>> 0 } : {}),
+        seed: seed >>> 0,
+        logitBias,
         repetitionPenalty: finiteOr("repetitionPenalty", sampling.repetitionPenalty, 1, 0.01, 100),
         presencePenalty: finiteOr("presencePenalty", sampling.presencePenalty, 0, -2, 2),
         frequencyPenalty: finiteOr("frequencyPenalty", sampling.frequencyPenalty, 0, -2, 2),

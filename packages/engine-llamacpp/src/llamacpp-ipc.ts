@@ -32,7 +32,10 @@ export interface WorkerSampling {
   topP: number;
   topK: number;
   minP: number;
-  seed?: number;
+  /** Always set: the caller's, or a fresh random one (llama.cpp's own fallback is the time in seconds). */
+  seed: number;
+  /** Logits added before sampling, as `[tokenId, bias]`; -Infinity bans. */
+  logitBias: [number, number][];
   repetitionPenalty: number;
   presencePenalty: number;
   frequencyPenalty: number;

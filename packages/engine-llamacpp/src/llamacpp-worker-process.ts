@@ -72,6 +72,18 @@ function send(message: ChildMessage): void {
   }
 }
 
+/**
+ * A TokenBias adding these logits. `TokenBias.set` skips eog ids (and maps
+ * numbers as probabilities), so its map is filled directly.
+ */
+function tokenBiasOf(model: LlamaModel, logits: readonly [number, number][]): TokenBias {
+  const bias = new TokenBias(model.tokenizer);
+  const map = (bias as unknown as { _biases?: Map<number, number> })._biases;
+  if (!(map instanceof Map)) throw new Error("token biases need node-llama-cpp's TokenBias internals (3.x)");
+  for (const [id, logit] of logits) map.set(id, logit);
+  return bias;
+}
+
 function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
@@ -280,18 +292,18 @@ class Worker {
         sampling.repetitionPenalty !== 1 || sampling.presencePenalty !== 0 || sampling.frequencyPenalty !== 0;
       // The tokens penalties look at: the prompt's tail, then the output (llama.cpp's window, not vLLM's split).
       const history: number[] = penalize ? prompt.slice(-PENALTY_WINDOW) : [];
-      // Stop and eos ids at -inf until `minTokens` are out. TokenBias.set skips eog ids, so its map is filled directly.
-      const suppress = new TokenBias(model.tokenizer);
-      const biases = (suppress as unknown as { _biases?: Map<number, number> })._biases;
-      if (!(biases instanceof Map)) throw new Error("minTokens needs node-llama-cpp's TokenBias internals (3.x)");
-      for (const id of request.suppressUntilMinTokens) biases.set(id, Number.NEGATIVE_INFINITY);
+      // The caller's logit bias, plus stop and eos ids at -inf until `minTokens` are out.
+      const userBias = sampling.logitBias.length > 0 ? tokenBiasOf(model, sampling.logitBias) : this.#noBias;
+      const suppress = tokenBiasOf(model, [
+        ...sampling.logitBias,
+        ...request.suppressUntilMinTokens.map((id): [number, number] => [id, Number.NEGATIVE_INFINITY]),
+      ]);
       let generated = 0;
       const stopIds = new Set(request.stopTokenIds);
       const contextRoom = sequence.contextSize - prompt.length;
       const maxTokens = Math.min(request.maxTokens, contextRoom);
       const wantLogprobs = request.logprobs !== undefined;
       const topLogprobs = request.logprobs ?? 0;
-      const noBias = this.#noBias;
 
       const iterator = sequence.evaluateWithMetadata(
         prompt.slice(keep) as Token[],
@@ -301,7 +313,7 @@ class Worker {
           topK: sampling.topK,
           topP: sampling.topP,
           minP: sampling.minP,
-          ...(sampling.seed !== undefined ? { seed: sampling.seed } : {}),
+          seed: sampling.seed,
           ...(penalize
             ? {
                 repeatPenalty: {
@@ -313,10 +325,12 @@ class Worker {
                 },
               }
             : {}),
-          // Only with min tokens, so other requests carry no per-step bias work.
+          // Only with min tokens or a logit bias, so other requests carry no per-step bias work.
           ...(request.suppressUntilMinTokens.length > 0
-            ? { tokenBias: () => (generated < request.minTokens ? suppress : noBias) }
-            : {}),
+            ? { tokenBias: () => (generated < request.minTokens ? suppress : userBias) }
+            : sampling.logitBias.length > 0
+              ? { tokenBias: userBias }
+              : {}),
           yieldEogToken: true,
         },
       );
