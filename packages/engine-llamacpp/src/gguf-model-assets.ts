@@ -53,6 +53,19 @@ function stringsOf(metadata: Map<string, GgufMetadataValue>, key: string): strin
   return Array.isArray(value) && value.every((item) => typeof item === "string") ? (value as string[]) : undefined;
 }
 
+/**
+ * Ids of the special added tokens of an HF tokenizer.json: what the
+ * frontend's tokenizer treats as control tokens rather than text.
+ */
+export function specialTokenIdsOf(tokenizerJson: string): Set<number> {
+  const parsed = JSON.parse(tokenizerJson) as { added_tokens?: { id?: unknown; special?: unknown }[] };
+  const ids = new Set<number>();
+  for (const token of parsed.added_tokens ?? []) {
+    if (token.special === true && typeof token.id === "number") ids.add(token.id);
+  }
+  return ids;
+}
+
 const BYTE_LEVEL = { type: "ByteLevel", add_prefix_space: false, trim_offsets: false, use_regex: false };
 
 /**

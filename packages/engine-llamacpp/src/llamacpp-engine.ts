@@ -17,9 +17,8 @@ import {
   type WorkerLoadMetrics,
 } from "@tdist/llm";
 import { type Context, type Logger, TdistError } from "@tdist/runtime";
-import { describeGgufModel, type GgufModelDescription } from "./gguf-model-assets.js";
+import { describeGgufModel, type GgufModelDescription, specialTokenIdsOf } from "./gguf-model-assets.js";
 import { readGgufFile } from "./gguf-reader.js";
-import { LlamaTokenType } from "./gguf-types.js";
 import { stateTokens, withStreamCount } from "./kv-state-file.js";
 import type {
   ChildMessage,
@@ -167,9 +166,15 @@ class WorkerChild {
     process.stdout?.on("data", keepTail);
   }
 
-  /** The last lines the child printed (llama.cpp's assertion text on an abort). */
+  /** Forgets what the child printed so far: once loaded, a crash's cause is in what comes after. */
+  markLoaded(): void {
+    this.#stderrTail = "";
+  }
+
+  /** The last relevant lines the child printed (llama.cpp's assertion text on an abort), without load chatter. */
   stderrTail(): string {
-    return this.#stderrTail.trim().split("\n").slice(-6).join(" | ");
+    const lines = this.#stderrTail.split("\n").filter((line) => line.trim() !== "" && !isHarmlessOutput(line));
+    return lines.slice(-6).join(" | ");
   }
 
   send(message: ParentMessage): void {
@@ -183,6 +188,23 @@ class WorkerChild {
       this.process.send(batch, () => {});
     });
   }
+}
+
+/** Warnings llama.cpp prints while loading a sound model: never the reason a child died. */
+const HARMLESS_OUTPUT = [
+  /was not control-type; this is probably a bug in the model/,
+  /special_eos_id is not in special_eog_ids/,
+  /n_ctx_per_seq|n_ctx_seq/,
+  /^\s*\[node-llama-cpp\] load:/,
+];
+
+function isHarmlessOutput(line: string): boolean {
+  return HARMLESS_OUTPUT.some((pattern) => pattern.test(line));
+}
+
+/** "with signal SIGKILL" or "with code 1", for messages about a child's exit. */
+function exitDescription(code: number | null, signal: NodeJS.Signals | null): string {
+  return signal !== null ? `with signal ${signal}` : `with code ${String(code)}`;
 }
 
 function isInteger(value: unknown, min: number, max = Number.MAX_SAFE_INTEGER): value is number {
@@ -340,9 +362,10 @@ export class LlamaCppEngine {
 
   #eosTokenIds(ready: WorkerReady): number[] {
     if (this.#modelEosTokenIds !== undefined) return this.#modelEosTokenIds;
-    const types = this.#description.tokenTypes;
-    // llama.cpp also stops on vocabulary tokens that merely look like eog (Qwen's "</s>"): leave those out.
-    const eog = ready.eogTokenIds.filter((id) => (types[id] ?? LlamaTokenType.normal) !== LlamaTokenType.normal);
+    // llama.cpp also treats vocabulary tokens that merely look like eog (Qwen's "</s>") as control tokens;
+    // the frontend's tokenizer reads them as text, so they do not end a generation.
+    const special = specialTokenIdsOf(this.#description.tokenizerJson);
+    const eog = ready.eogTokenIds.filter((id) => special.has(id));
     const eos = this.#description.eosTokenId;
     this.#modelEosTokenIds = eos === undefined ? eog : [eos, ...eog.filter((id) => id !== eos)];
     return this.#modelEosTokenIds;
@@ -366,7 +389,7 @@ export class LlamaCppEngine {
   }
 
   /** A model card (without its tokenizer source, which `serveModel` fills in). */
-  modelCard(options: { name?: string; migrationLimit?: number } = {}): Omit<ModelCard, "tokenizer"> {
+  modelCard(options: { name?: string } = {}): Omit<ModelCard, "tokenizer"> {
     const info = this.modelInfo();
     return {
       name: options.name ?? info.name,
@@ -374,7 +397,6 @@ export class LlamaCppEngine {
       ...this.modelAssets().cardFields,
       kvBlockSize: LLAMACPP_KV_BLOCK_SIZE,
       limits: { maxSequences: info.sequences },
-      ...(options.migrationLimit !== undefined ? { migrationLimit: options.migrationLimit } : {}),
     };
   }
 
@@ -723,6 +745,7 @@ export class LlamaCppEngine {
         for (const message of batch) {
           if (message.type === "ready") {
             child.ready = message.ready;
+            child.markLoaded();
             this.#lastReady = message.ready;
             this.#logger.info(
               { pid: message.ready.pid, modelPath: path, loadMs: Math.round(message.ready.loadMs) },
@@ -741,15 +764,18 @@ export class LlamaCppEngine {
       });
       proc.on("exit", (code, signal) => {
         child.exited = true;
-        const how = signal ?? `code ${String(code)}`;
+        const how = exitDescription(code, signal);
         const tail = child.stderrTail();
         settle(
           new TdistError(
             "bad_request",
-            `cannot load GGUF file ${path}: llama.cpp exited (${how}) while loading it${tail ? `: ${tail}` : ""}`,
+            `cannot load GGUF file ${path}: the llama.cpp engine process exited ${how} while loading it${tail ? `: ${tail}` : ""}`,
           ),
         );
-        this.#onExit(child, `llama.cpp child process ${String(proc.pid)} exited (${how})${tail ? `: ${tail}` : ""}`);
+        this.#onExit(
+          child,
+          `llama.cpp engine process ${String(proc.pid)} exited ${how}${tail ? `; its last output: ${tail}` : ""}`,
+        );
       });
     });
   }

@@ -7,6 +7,7 @@ import { TdistError, withTimeout } from "@tdist/runtime";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { describeGgufModel, rebuildTokenizerJson } from "./gguf-model-assets.js";
 import { readGgufFile } from "./gguf-reader.js";
+import { LlamaTokenType } from "./gguf-types.js";
 import { TOKENIZER_SAMPLES } from "./testing/llamacpp-fixtures.js";
 import { ensureTinyModel, makeTinyModel, TINY_MODEL_NAME, tinyModelFileName } from "./tiny-model.js";
 
@@ -64,6 +65,10 @@ describe("tiny model", () => {
     expect(tokens).toHaveLength(151669);
     expect(new Set(tokens).size).toBe(tokens.length);
     expect(tokens[151644]).toBe("<|im_start|>");
+    // llama.cpp takes "</s>" for an end-of-generation marker and warns on load unless it is a control token.
+    const types = meta.get("tokenizer.ggml.token_type") as number[];
+    expect(types[tokens.indexOf("</s>")]).toBe(LlamaTokenType.control);
+    expect(types[tokens.indexOf("hello")]).toBe(LlamaTokenType.normal);
     expect(info.tensors.map((t) => t.name)).not.toContain("output.weight");
     expect(info.tensors.find((t) => t.name === "token_embd.weight")?.dims).toEqual([32, 151669]);
     expect(info.tensors.find((t) => t.name === "blk.1.attn_k.weight")?.dims).toEqual([32, 16]);

@@ -53,8 +53,8 @@ export interface TinyModel {
 /** `general.name` of every generated model: random weights, not a trained model. */
 export const TINY_MODEL_NAME = "tdist-tiny-random";
 
-/** Bumped when the generated file changes, so caches regenerate. */
-const TINY_MODEL_FORMAT = 1;
+/** Bumped when the generated file changes, so caches regenerate (2: control-looking tokens typed as control). */
+const TINY_MODEL_FORMAT = 2;
 
 /** See the weight scales in `makeTinyModel`. */
 const FFN_DOWN_GAIN = 4;
@@ -120,13 +120,65 @@ function specialTokenText(value: unknown): string | undefined {
   return undefined;
 }
 
+/**
+ * Texts llama.cpp's loader takes for end-of-generation or fill-in-the-middle
+ * markers: one in the vocabulary that is not a control token gets a "was not
+ * control-type; this is probably a bug in the model" warning on every load,
+ * and is made one anyway. Qwen's vocabulary has `</s>` as an ordinary token.
+ */
+const CONTROL_LOOKING_TOKENS = new Set([
+  "</s>",
+  "<|eot_id|>",
+  "<|eom_id|>",
+  "<|im_end|>",
+  "<|end|>",
+  "<|return|>",
+  "<|call|>",
+  "<|endoftext|>",
+  "<|end_of_text|>",
+  "<end_of_turn>",
+  "<end_of_utterance>",
+  "<EOT>",
+  "_<EOT>",
+  "<｜end▁of▁sentence｜>",
+  "<|fim_prefix|>",
+  "<|fim_suffix|>",
+  "<|fim_middle|>",
+  "<|fim_pad|>",
+  "<|fim_repo|>",
+  "<|repo_name|>",
+  "<|file_sep|>",
+  "<fim-prefix>",
+  "<fim-suffix>",
+  "<fim-middle>",
+  "<fim-pad>",
+  "<fim-repo>",
+  "<file_sep>",
+  "<PRE>",
+  "<SUF>",
+  "<MID>",
+  "<PAD>",
+  "<REPO>",
+  "▁<PRE>",
+  "▁<SUF>",
+  "▁<MID>",
+  "<｜fim▁begin｜>",
+  "<｜fim▁hole｜>",
+  "<｜fim▁end｜>",
+  "<|code_prefix|>",
+  "<|code_suffix|>",
+  "<|code_middle|>",
+]);
+
 function vocabFromTokenizerJson(parsed: HfTokenizerJson): GgufVocab {
   const model = parsed.model;
   if (model?.type !== "BPE" || model.vocab === undefined || !Array.isArray(model.merges)) {
     throw new TdistError("invalid_option", "the tiny model needs a byte-level BPE tokenizer.json (model.type BPE)");
   }
   const byId = new Map<number, { text: string; type: number }>();
-  for (const [text, id] of Object.entries(model.vocab)) byId.set(id, { text, type: LlamaTokenType.normal });
+  for (const [text, id] of Object.entries(model.vocab)) {
+    byId.set(id, { text, type: CONTROL_LOOKING_TOKENS.has(text) ? LlamaTokenType.control : LlamaTokenType.normal });
+  }
   for (const added of parsed.added_tokens ?? []) {
     // llama.cpp's converter: special tokens and `<|...|>` lookalikes are control tokens.
     const looksSpecial = added.content.startsWith("<|") && added.content.endsWith("|>");
