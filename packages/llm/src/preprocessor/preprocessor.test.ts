@@ -1,5 +1,5 @@
 import { TdistError } from "@tdist/runtime";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { builtinTokenizerFiles } from "../assets/builtin-tokenizers.js";
 import { Preprocessor, type PreprocessorCard } from "./preprocessor.js";
 import { RequestParamError } from "./request-param-error.js";
@@ -131,5 +131,66 @@ describe("preprocessor", () => {
     expect(noTemplate.renderChat({ messages: [{ role: "user", content: "x" }] })).toBe(
       "<|im_start|>user\nx<|im_end|>\n<|im_start|>assistant\n",
     );
+  });
+
+  it("preprocessor - without max_tokens, defaultMaxTokens applies, capped at what the context has left", () => {
+    const input = { prompt: "The capital of France is" };
+    const promptTokens = preprocessor.preprocessCompletion(input).promptTokens;
+    expect(preprocessor.preprocessCompletion(input).request.stop.maxTokens).toBe(64 - promptTokens);
+    expect(preprocessor.preprocessCompletion(input, { defaultMaxTokens: 16 }).request.stop.maxTokens).toBe(16);
+    const long = { prompt: Array.from({ length: 60 }, () => 9) };
+    expect(preprocessor.preprocessCompletion(long, { defaultMaxTokens: 16 }).request.stop.maxTokens).toBe(4);
+    expect(
+      preprocessor.preprocessCompletion(input, { maxTokens: 30, defaultMaxTokens: 16 }).request.stop.maxTokens,
+    ).toBe(30);
+  });
+
+  it("preprocessor - logit_bias passes to the engine when its ids are the model's and its biases in [-100, 100]", () => {
+    const input = { prompt: "x" };
+    const bias = { "0": -100, "151668": 100, "42": 0.5 };
+    expect(
+      preprocessor.preprocessCompletion(input, { sampling: { logitBias: bias } }).request.sampling.logitBias,
+    ).toEqual(bias);
+    expect(
+      preprocessor.preprocessCompletion(input, { sampling: { logitBias: {} } }).request.sampling,
+    ).not.toHaveProperty("logitBias");
+    const refused: Record<string, number>[] = [
+      { "151669": 1 },
+      { "-1": 1 },
+      { "1.5": 1 },
+      { "007": 1 },
+      { abc: 1 },
+      { "5": 101 },
+      { "5": Number.NaN },
+      Object.fromEntries(Array.from({ length: 301 }, (_, i) => [String(i), 1])),
+    ];
+    for (const logitBias of refused) {
+      const error = paramError(() => preprocessor.preprocessCompletion(input, { sampling: { logitBias } }));
+      expect(error.param).toBe("logit_bias");
+      expect(error.code).toBe("bad_request");
+    }
+  });
+
+  it("preprocessor - a prompt whose size proves it cannot fit is refused without tokenizing it", () => {
+    const encode = vi.spyOn(tokenizer, "encode");
+    try {
+      // No Qwen3 token is longer than 128 bytes: 64 * 128 + 1 bytes are at least 65 tokens.
+      for (const call of [
+        () => preprocessor.preprocessCompletion({ prompt: "x".repeat(64 * 128 + 1) }),
+        () => preprocessor.preprocessChat({ messages: [{ role: "user", content: "x".repeat(64 * 128) }] }),
+      ]) {
+        encode.mockClear();
+        const error = paramError(call);
+        expect(error.openaiCode).toBe("context_length_exceeded");
+        expect(encode).not.toHaveBeenCalled();
+      }
+      // Below the bound the tokens are counted, and the count decides.
+      encode.mockClear();
+      const error = paramError(() => preprocessor.preprocessCompletion({ prompt: "x".repeat(63 * 128) }));
+      expect(error.openaiCode).toBe("context_length_exceeded");
+      expect(encode).toHaveBeenCalledTimes(1);
+    } finally {
+      encode.mockRestore();
+    }
   });
 });

@@ -25,8 +25,13 @@ export interface CompletionInput {
 
 /** The generation fields of a request, already mapped from OpenAI's names. */
 export interface GenerationParams {
-  /** OpenAI `max_tokens` / `max_completion_tokens`; absent: whatever the context has left. */
+  /** OpenAI `max_tokens` / `max_completion_tokens`; absent: `defaultMaxTokens`. */
   maxTokens?: number | null;
+  /**
+   * Used when `maxTokens` is absent, capped at what the context has left
+   * (completions: 16, as OpenAI and vLLM); absent: whatever the context has left.
+   */
+  defaultMaxTokens?: number;
   minTokens?: number | null;
   /** Stop strings; the backend stage enforces them (they never reach the engine). */
   stop?: string | readonly string[] | null;
@@ -66,7 +71,10 @@ export interface PreprocessResult {
  * - `maxTokens` with `prompt + maxTokens > contextLength` is a
  *   `RequestParamError` on `max_tokens`; both carry
  *   `openaiCode: "context_length_exceeded"`;
- * - without `maxTokens`, `stop.maxTokens = contextLength - promptTokens`.
+ * - without `maxTokens`, `stop.maxTokens = min(defaultMaxTokens, contextLength - promptTokens)`;
+ * - a prompt text whose size alone proves it cannot fit is refused before it
+ *   is tokenized (`Tokenizer.minTokenCount`): tokenizing megabytes blocks
+ *   the event loop for seconds.
  *
  * BOS: chat prompts are encoded without the tokenizer's post-processor (the
  * template writes the special tokens it wants, as in transformers); when the
@@ -113,6 +121,7 @@ export class Preprocessor {
 
   preprocessChat(input: ChatInput, params: GenerationParams = {}): PreprocessResult {
     const prompt = this.renderChat(input);
+    this.#refuseOversized(prompt, "messages");
     const tokenIds = this.tokenizer.encode(prompt, { addSpecialTokens: false });
     const bosTokenId = this.tokenizer.bosTokenId;
     if (this.#addBosToken && bosTokenId !== undefined && tokenIds[0] !== bosTokenId) tokenIds.unshift(bosTokenId);
@@ -122,6 +131,7 @@ export class Preprocessor {
   preprocessCompletion(input: CompletionInput, params: GenerationParams = {}): PreprocessResult {
     let tokenIds: number[];
     if (typeof input.prompt === "string") {
+      this.#refuseOversized(input.prompt, "prompt");
       tokenIds = this.tokenizer.encode(input.prompt, { addSpecialTokens: true });
     } else if (Array.isArray(input.prompt)) {
       tokenIds = [...input.prompt];
@@ -139,6 +149,52 @@ export class Preprocessor {
     return this.#finish(tokenIds, params, "prompt");
   }
 
+  /** `logit_bias` as engines take it: token ids of this model to biases in [-100, 100]; an empty one is dropped. */
+  #checkLogitBias(bias: Record<string, number>): Record<string, number> | undefined {
+    if (typeof bias !== "object" || bias === null || Array.isArray(bias)) {
+      throw new RequestParamError("logit_bias", "logit_bias must be an object of token ids to numbers");
+    }
+    const entries = Object.entries(bias);
+    if (entries.length > MAX_LOGIT_BIAS_ENTRIES) {
+      throw new RequestParamError(
+        "logit_bias",
+        `logit_bias has ${entries.length} entries; at most ${MAX_LOGIT_BIAS_ENTRIES} are allowed`,
+      );
+    }
+    const vocabSize = this.tokenizer.vocabSize;
+    const checked: Record<string, number> = {};
+    for (const [key, value] of entries) {
+      const id = Number(key);
+      if (!/^(0|[1-9][0-9]*)$/.test(key) || id >= vocabSize) {
+        throw new RequestParamError(
+          "logit_bias",
+          `logit_bias key ${JSON.stringify(key)} is not a token id of this model (0..${vocabSize - 1})`,
+        );
+      }
+      if (typeof value !== "number" || !Number.isFinite(value) || value < -100 || value > 100) {
+        throw new RequestParamError("logit_bias", `logit_bias[${key}] must be a number in [-100, 100]`);
+      }
+      checked[key] = value;
+    }
+    return entries.length === 0 ? undefined : checked;
+  }
+
+  /** Refuses text that cannot fit the context whatever it tokenizes to, without tokenizing it. */
+  #refuseOversized(text: string, promptParam: "messages" | "prompt"): void {
+    const contextLength = this.card.contextLength;
+    // Only a shortcut: text this short tokenizes quickly, and the token count is checked after.
+    if (text.length < contextLength) return;
+    const atLeast = this.tokenizer.minTokenCount(text);
+    if (atLeast === undefined || atLeast < contextLength) return;
+    throw new RequestParamError(
+      promptParam,
+      `This model's maximum context length is ${contextLength} tokens. However, your ${promptParam} is ` +
+        `${Buffer.byteLength(text)} bytes, which is at least ${atLeast} tokens and leaves no room to generate. ` +
+        `Please reduce the length of the ${promptParam}.`,
+      { openaiCode: "context_length_exceeded" },
+    );
+  }
+
   #finish(tokenIds: number[], params: GenerationParams, promptParam: "messages" | "prompt"): PreprocessResult {
     const contextLength = this.card.contextLength;
     const promptTokens = tokenIds.length;
@@ -152,7 +208,7 @@ export class Preprocessor {
       );
     }
     const remaining = contextLength - promptTokens;
-    let maxTokens = remaining;
+    let maxTokens = Math.min(params.defaultMaxTokens ?? remaining, remaining);
     if (params.maxTokens !== undefined && params.maxTokens !== null) {
       if (!Number.isInteger(params.maxTokens) || params.maxTokens < 1) {
         throw new RequestParamError("max_tokens", `max_tokens must be an integer >= 1 (got ${params.maxTokens})`);
@@ -187,10 +243,16 @@ export class Preprocessor {
       stop.stopTokenIds = [...params.stopTokenIds];
     }
     if (params.ignoreEos === true) stop.ignoreEos = true;
+    const sampling: SamplingOptions = { ...params.sampling };
+    if (sampling.logitBias !== undefined) {
+      const bias = this.#checkLogitBias(sampling.logitBias);
+      if (bias === undefined) delete sampling.logitBias;
+      else sampling.logitBias = bias;
+    }
     const request: PreprocessedRequest = {
       model: this.card.name,
       tokenIds,
-      sampling: { ...params.sampling },
+      sampling,
       stop,
       eosTokenIds: [...this.eosTokenIds],
       output: {},
@@ -205,6 +267,9 @@ export class Preprocessor {
     return { request, stopStrings: normalizeStopStrings(params.stop), promptTokens };
   }
 }
+
+/** OpenAI's limit on `logit_bias` entries. */
+const MAX_LOGIT_BIAS_ENTRIES = 300;
 
 function normalizeStopStrings(stop: GenerationParams["stop"]): string[] {
   if (stop === undefined || stop === null) return [];

@@ -172,4 +172,27 @@ describe("tokenizer", () => {
     expect(config).toMatchObject({ eos_token: "<|im_end|>", bos_token: null, add_bos_token: false });
     expect(config.chat_template).toBe(files.tokenizerConfig.chat_template);
   });
+
+  it("tokenizer - minTokenCount never exceeds the real count, and needs a normalizer that keeps every byte", () => {
+    expect(qwen.maxTokenBytes).toBe(128);
+    const hangulDecomposed = "\u1100\u1161\u11a8".repeat(50);
+    const samples = [
+      "x".repeat(5_000),
+      " ".repeat(4_000),
+      "=".repeat(3_000),
+      "The quick brown fox jumps over the lazy dog. ".repeat(40),
+      "你好，世界 🌍 ".repeat(100),
+      hangulDecomposed,
+      "<|im_start|>user\nhi<|im_end|>".repeat(30),
+    ];
+    for (const text of samples) {
+      const bound = qwen.minTokenCount(text) as number;
+      expect(bound).toBeGreaterThan(0);
+      expect(bound).toBeLessThanOrEqual(qwen.encode(text, { addSpecialTokens: false }).length);
+    }
+    // NFC composes the jamo (9 bytes) into one syllable (3 bytes) before tokenizing: the bound counts that.
+    expect(qwen.minTokenCount(hangulDecomposed)).toBe(Math.ceil((50 * 3) / 128));
+    // A normalizer that replaces text (here spaces by ▁) gives no bound.
+    expect(Tokenizer.fromFiles({ tokenizerJson: tinySentencepieceJson() }).minTokenCount("hello")).toBeUndefined();
+  });
 });

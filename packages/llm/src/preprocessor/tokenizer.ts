@@ -28,6 +28,7 @@ interface AddedTokenJson {
 
 interface ParsedTokenizerJson {
   added_tokens?: AddedTokenJson[];
+  normalizer?: unknown;
   decoder?: unknown;
   model?: { type?: string };
 }
@@ -36,6 +37,7 @@ interface ParsedTokenizerJson {
 interface BuiltVocabulary {
   hf: HfTokenizerApi;
   addedTokens: AddedTokenJson[];
+  normalizer: unknown;
   decoder: unknown;
   loadMs: number;
 }
@@ -88,7 +90,13 @@ function buildVocabulary(
   }
   speedUpPreTokenizers(hf);
   const addedTokens = Array.isArray(parsed.added_tokens) ? parsed.added_tokens : [];
-  return { hf, addedTokens, decoder: parsed.decoder, loadMs: performance.now() - started };
+  return {
+    hf,
+    addedTokens,
+    normalizer: parsed.normalizer,
+    decoder: parsed.decoder,
+    loadMs: performance.now() - started,
+  };
 }
 
 /** The files a tokenizer is built from. */
@@ -154,6 +162,9 @@ export class Tokenizer {
   readonly #hf: HfTokenizerApi;
   readonly #addedTokenIds: ReadonlySet<number>;
   readonly #tokenBytes: (Uint8Array | undefined)[] = [];
+  /** The Unicode form the normalizer puts text in (`""`: none), or undefined when it may do more than that. */
+  readonly #unicodeForm: string | undefined;
+  #maxTokenBytes: number | undefined;
 
   private constructor(vocabulary: BuiltVocabulary, config: TokenizerConfig, sha256: string) {
     this.#hf = vocabulary.hf;
@@ -175,6 +186,7 @@ export class Tokenizer {
     this.addBosToken = config.add_bos_token === true;
     this.decodeStrategy = tokenDecodeStrategy(vocabulary.decoder);
     this.loadMs = vocabulary.loadMs;
+    this.#unicodeForm = unicodeFormOf(vocabulary.normalizer);
   }
 
   static readonly #tokenizers = new Map<string, Tokenizer>();
@@ -265,6 +277,38 @@ export class Tokenizer {
   }
 
   /**
+   * A lower bound on how many tokens `text` encodes to, computed without
+   * tokenizing it (a few milliseconds for megabytes), or undefined when this
+   * tokenizer admits no sound bound. Every token stands for at most
+   * `maxTokenBytes` bytes of the normalized text, and every byte of it is
+   * covered by some token, so there are at least
+   * `ceil(normalizedBytes / maxTokenBytes)` tokens. That holds for vocabularies
+   * that spell every byte (byte-level BPE, byte fallback) under a normalizer
+   * that at most changes the Unicode form; an `<unk>` token could stand for
+   * any number of bytes, and other normalizers may remove text.
+   */
+  minTokenCount(text: string): number | undefined {
+    const strategy = this.decodeStrategy;
+    if (strategy.kind !== "bytes" || !(strategy.byteLevel || strategy.byteFallback)) return undefined;
+    if (this.#unicodeForm === undefined) return undefined;
+    const normalized = this.#unicodeForm === "" ? text : text.normalize(this.#unicodeForm);
+    return Math.ceil(Buffer.byteLength(normalized) / this.maxTokenBytes);
+  }
+
+  /** The most bytes any one token stands for (computed once, over the whole vocabulary). */
+  get maxTokenBytes(): number {
+    if (this.#maxTokenBytes === undefined) {
+      let max = 1;
+      for (let id = 0; id < this.vocabSize; id++) {
+        const bytes = this.tokenBytes(id)?.length ?? Buffer.byteLength(this.decode([id]));
+        if (bytes > max) max = bytes;
+      }
+      this.#maxTokenBytes = max;
+    }
+    return this.#maxTokenBytes;
+  }
+
+  /**
    * The bytes a token stands for when `decodeStrategy.kind` is `bytes`
    * (memoised per id); `undefined` for ids outside the vocabulary or under a
    * `text` strategy.
@@ -281,6 +325,19 @@ export class Tokenizer {
     this.#tokenBytes[id] = bytes;
     return bytes;
   }
+}
+
+const UNICODE_FORMS: readonly string[] = ["NFC", "NFD", "NFKC", "NFKD"];
+
+/**
+ * What a tokenizer.json normalizer does, if it only puts text in a Unicode
+ * form: `""` for no normalizer, the form's name for NFC/NFD/NFKC/NFKD alone,
+ * undefined for anything else (lowercasing, stripping, replacing).
+ */
+function unicodeFormOf(normalizer: unknown): string | undefined {
+  if (normalizer === undefined || normalizer === null) return "";
+  const type = (normalizer as { type?: unknown }).type;
+  return typeof type === "string" && UNICODE_FORMS.includes(type) ? type : undefined;
 }
 
 export function sha256Hex(text: string): string {
