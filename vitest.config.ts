@@ -9,7 +9,13 @@ export default defineConfig({
     alias: [{ find: /^@tdist\/([a-z-]+)$/, replacement: `${packagesDir}$1/src/index.ts` }],
   },
   test: {
-    include: ["packages/*/src/**/*.test.ts", "examples/*/src/**/*.test.ts"],
+    include: [
+      "packages/*/src/**/*.test.ts",
+      "packages/cli/bin/*.test.ts",
+      "examples/*/src/**/*.test.ts",
+      "bench/lib/*.test.ts",
+      "scripts/*.test.ts",
+    ],
     testTimeout: 30_000,
     hookTimeout: 60_000,
     pool: "forks",

@@ -31,11 +31,20 @@ export interface RuntimeOptions {
   /** Responses in flight per stream before the handler pauses. */
   streamWindow?: number;
   maxFrameBytes?: number;
+  /** Timeout for opening one request-plane connection to another runtime. Default: `TDIST_CONNECT_TIMEOUT_MS`. */
   connectTimeoutMs?: number;
+  /**
+   * How long connecting to etcd and NATS is retried, with backoff and a warn
+   * line per phase, before failing with `dependency_unavailable`: processes
+   * started before their servers wait for them. Default: `TDIST_STARTUP_TIMEOUT_MS` (30 s).
+   */
+  startupTimeoutMs?: number;
   /** How long `shutdown()` lets in-flight streams finish before killing them. */
   shutdownGraceMs?: number;
   codec?: Codec;
   logger?: Logger;
+  /** Cancels `create()` while it waits for etcd or NATS. */
+  signal?: AbortSignal;
   /** Where defaults come from; `process.env` unless given (tests pass `{}`). */
   env?: NodeJS.ProcessEnv;
 }
@@ -50,6 +59,7 @@ export interface ResolvedRuntimeOptions {
   streamWindow: number;
   maxFrameBytes: number;
   connectTimeoutMs: number;
+  startupTimeoutMs: number;
   shutdownGraceMs: number;
   codec: Codec;
   logger: Logger;
@@ -129,6 +139,10 @@ export function resolveRuntimeOptions(options: RuntimeOptions = {}): ResolvedRun
       "shutdownGraceMs",
       options.shutdownGraceMs ?? readEnv(Env.shutdownGraceMs, env),
       0,
+    ),
+    startupTimeoutMs: positiveInteger(
+      "startupTimeoutMs",
+      options.startupTimeoutMs ?? readEnv(Env.startupTimeoutMs, env),
     ),
     codec: options.codec ?? jsonCodec,
     logger: options.logger ?? silentLogger,

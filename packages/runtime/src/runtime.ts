@@ -67,20 +67,28 @@ export class DistributedRuntime implements ClientHost {
     readonly discovery: Discovery,
     private readonly ownsDiscovery: boolean,
     readonly requestPlane: RequestPlaneClient,
+    /** Aborts at shutdown: connections opened on first use stop waiting for their server. */
+    private readonly closing: AbortController,
   ) {}
 
-  /** Builds a runtime from options; defaults come from the `TDIST_*` environment. */
+  /**
+   * Builds a runtime from options; defaults come from the `TDIST_*` environment.
+   * In cluster mode it waits up to `startupTimeoutMs` for etcd (and for NATS
+   * when the request plane is NATS), then fails with `dependency_unavailable`;
+   * `options.signal` cancels the wait.
+   */
   static async create(options: RuntimeOptions = {}): Promise<DistributedRuntime> {
     const resolved = resolveRuntimeOptions(options);
-    const { discovery, owned } = await openDiscovery(resolved);
+    const closing = new AbortController();
+    const { discovery, owned } = await openDiscovery(resolved, options.signal);
     let requestPlane: RequestPlaneClient;
     try {
-      requestPlane = await openRequestPlaneClient(resolved);
+      requestPlane = await openRequestPlaneClient(resolved, options.signal, closing.signal);
     } catch (err) {
       if (owned) await discovery.close();
       throw err;
     }
-    const runtime = new DistributedRuntime(resolved, discovery, owned, requestPlane);
+    const runtime = new DistributedRuntime(resolved, discovery, owned, requestPlane, closing);
     runtime.stateValue = "running";
     return runtime;
   }
@@ -98,7 +106,7 @@ export class DistributedRuntime implements ClientHost {
   }
 
   private openEvents(): Promise<{ plane: EventPlane; queues: WorkQueues; close(): Promise<void> }> {
-    this.eventsPromise ??= openEventBackends(this.options);
+    this.eventsPromise ??= openEventBackends(this.options, this.closing.signal);
     return this.eventsPromise;
   }
 
@@ -226,6 +234,7 @@ export class DistributedRuntime implements ClientHost {
 
   private async runShutdown(graceMs: number): Promise<void> {
     this.stateValue = "draining";
+    this.closing.abort(new TdistError("shutting_down", "runtime is shutting down"));
     const served = [...this.served.values()];
     const keys = [...this.leasedKeys, ...served.map(({ key }) => key)];
     this.leasedKeys.clear();
@@ -283,7 +292,8 @@ export class DistributedRuntime implements ClientHost {
         url: plane.url,
         instanceId: lease.id,
         maxFrameBytes: this.options.maxFrameBytes,
-        connectTimeoutMs: this.options.connectTimeoutMs,
+        // Reaching the NATS server is a wait for a dependency, not a connection to a peer.
+        connectTimeoutMs: this.options.startupTimeoutMs,
         codec: this.options.codec,
         logger: this.logger,
       });
@@ -315,17 +325,26 @@ async function drain(entries: ServedHandler[], graceMs: number): Promise<void> {
   for (const entry of entries) for (const run of [...entry.inFlight]) run.kill(reason);
 }
 
-async function openDiscovery(options: ResolvedRuntimeOptions): Promise<{ discovery: Discovery; owned: boolean }> {
+async function openDiscovery(
+  options: ResolvedRuntimeOptions,
+  signal: AbortSignal | undefined,
+): Promise<{ discovery: Discovery; owned: boolean }> {
   const given = options.discovery;
   if ("grantLease" in given) return { discovery: given, owned: false };
   if (given.kind === "memory") return { discovery: new MemoryDiscovery(given.store), owned: true };
   const { EtcdDiscovery } = await import("./discovery/etcd-discovery.js");
-  const discovery = await EtcdDiscovery.connect({ endpoints: [...given.endpoints], logger: options.logger });
+  const discovery = await EtcdDiscovery.connect({
+    endpoints: [...given.endpoints],
+    logger: options.logger,
+    dialTimeoutMs: options.startupTimeoutMs,
+    signal,
+  });
   return { discovery, owned: true };
 }
 
 async function openEventBackends(
   options: ResolvedRuntimeOptions,
+  signal: AbortSignal,
 ): Promise<{ plane: EventPlane; queues: WorkQueues; close(): Promise<void> }> {
   const selection = options.eventPlane;
   if (selection.kind === "memory") {
@@ -349,7 +368,13 @@ async function openEventBackends(
     import("./event-plane/nats-event-plane.js"),
     import("./work-queue/nats-work-queue.js"),
   ]);
-  const connection = await connectNats({ url: selection.url, name: "tdist-events", logger: options.logger });
+  const connection = await connectNats({
+    url: selection.url,
+    name: "tdist-events",
+    logger: options.logger,
+    connectTimeoutMs: options.startupTimeoutMs,
+    signal,
+  });
   const plane = NatsEventPlane.fromConnection(connection.connection, { logger: options.logger });
   const queues = NatsWorkQueues.fromConnection(connection.connection, { logger: options.logger });
   return {
@@ -363,15 +388,25 @@ async function openEventBackends(
   };
 }
 
-async function openRequestPlaneClient(options: ResolvedRuntimeOptions): Promise<RequestPlaneClient> {
-  const connect = async (kind: "tcp" | "nats"): Promise<RequestPlaneClient> => {
+/**
+ * `createSignal` cancels the runtime's own plane while `create` waits for it;
+ * `closingSignal` the other plane, connected on first use, at shutdown.
+ */
+async function openRequestPlaneClient(
+  options: ResolvedRuntimeOptions,
+  createSignal: AbortSignal | undefined,
+  closingSignal: AbortSignal,
+): Promise<RequestPlaneClient> {
+  const connect = async (kind: "tcp" | "nats", signal: AbortSignal | undefined): Promise<RequestPlaneClient> => {
     if (kind === "nats") {
       // Loaded only when NATS is used: embedded runtimes never load the NATS client.
       const { NatsRequestClient } = await import("./request-plane/nats-request-client.js");
       return NatsRequestClient.connect({
         url: options.requestPlane.kind === "nats" ? options.requestPlane.url : options.natsUrl,
         maxFrameBytes: options.maxFrameBytes,
-        connectTimeoutMs: options.connectTimeoutMs,
+        // Reaching the NATS server is a wait for a dependency, not a connection to a peer.
+        connectTimeoutMs: options.startupTimeoutMs,
+        signal,
         streamWindow: options.streamWindow,
         codec: options.codec,
         logger: options.logger,
@@ -386,5 +421,7 @@ async function openRequestPlaneClient(options: ResolvedRuntimeOptions): Promise<
     });
   };
   // The runtime's own plane connects now (a bad NATS URL fails `create`); the other on first use.
-  return new TransportRouter(await connect(options.requestPlane.kind), connect);
+  return new TransportRouter(await connect(options.requestPlane.kind, createSignal), (kind) =>
+    connect(kind, closingSignal),
+  );
 }

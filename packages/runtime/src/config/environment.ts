@@ -39,6 +39,13 @@ export const Env = declareEnvVars("@tdist/runtime", {
   connectTimeoutMs: integerVar("TDIST_CONNECT_TIMEOUT_MS", 5_000, "Timeout for opening a request-plane connection.", {
     min: 1,
   }),
+  startupTimeoutMs: integerVar(
+    "TDIST_STARTUP_TIMEOUT_MS",
+    30_000,
+    "How long a runtime keeps retrying etcd and NATS when it first connects to them (servers started " +
+      "before their dependencies wait, logging at warn) before failing with dependency_unavailable.",
+    { min: 1 },
+  ),
   shutdownGraceMs: integerVar(
     "TDIST_SHUTDOWN_GRACE_MS",
     10_000,

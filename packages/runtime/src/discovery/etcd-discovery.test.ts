@@ -135,14 +135,18 @@ describe("etcd discovery", () => {
     }
   });
 
-  it("etcd discovery - connect to an unreachable etcd fails with discovery_error naming the endpoint", async () => {
+  it("etcd discovery - connect to an unreachable etcd keeps trying for dialTimeoutMs, then fails with dependency_unavailable", async () => {
     const endpoint = `http://127.0.0.1:${await freePort()}`;
+    const startedAt = Date.now();
     const error = await within(
       "connect",
       EtcdDiscovery.connect({ endpoints: [endpoint], dialTimeoutMs: 1_000 }).catch((err: unknown) => err),
     );
-    expect(TdistError.is(error, "discovery_error")).toBe(true);
+    expect(Date.now() - startedAt).toBeGreaterThanOrEqual(1_000);
+    expect(TdistError.is(error, "dependency_unavailable")).toBe(true);
     expect((error as Error).message).toContain(endpoint);
+    expect((error as Error).message).toContain("ECONNREFUSED");
+    expect((error as Error).message).not.toContain("Resolution note");
   });
 
   it("etcd discovery - lease ids are etcd's ids in lower-case hex; TTLs round up to seconds", async () => {

@@ -1,6 +1,14 @@
-import { Etcd3, EtcdLeaseInvalidError, type IOptions } from "etcd3";
+import {
+  Etcd3,
+  EtcdAuthenticationFailedError,
+  EtcdLeaseInvalidError,
+  EtcdPermissionDeniedError,
+  GRPCUnauthenticatedError,
+  type IOptions,
+} from "etcd3";
 import { TdistError } from "../errors/tdist-error.js";
 import { type Logger, silentLogger } from "../logger.js";
+import { waitForServer } from "../util/wait-for-server.js";
 import type { Discovery, KeyValue, Lease, PrefixWatch, PutOptions, WatchOptions } from "./discovery.js";
 import { EtcdLease, type EtcdLeaseContext } from "./etcd-lease.js";
 import { EtcdPrefixWatch, listPrefix } from "./etcd-prefix-watch.js";
@@ -9,10 +17,16 @@ export interface EtcdDiscoveryOptions {
   /** etcd client URLs, e.g. `["http://127.0.0.1:2379"]` (`TDIST_ETCD_ENDPOINTS`). */
   endpoints: readonly string[];
   logger?: Logger;
-  /** How long `connect()` waits for etcd to answer. Default 5 000 ms. */
+  /**
+   * How long `connect()` keeps trying to reach etcd, retrying with backoff
+   * (etcd may start after this process), before failing with
+   * `dependency_unavailable`. Default 5 000 ms.
+   */
   dialTimeoutMs?: number;
   /** Deadline of each etcd call (get, put, keep-alive round trip...). Default 5 000 ms. */
   requestTimeoutMs?: number;
+  /** Cancels `connect()` while it waits for etcd. */
+  signal?: AbortSignal;
 }
 
 export interface ResolvedEtcdDiscoveryOptions {
@@ -135,8 +149,10 @@ export class EtcdDiscovery implements Discovery {
   }
 
   /**
-   * Validates the options, connects, and checks that etcd answers within
-   * `dialTimeoutMs`; fails with `discovery_error` naming the endpoints if not.
+   * Validates the options, connects, and waits until etcd answers, for up to
+   * `dialTimeoutMs` (logging at warn while it waits); fails with
+   * `dependency_unavailable` naming the endpoints and the time waited if it
+   * does not, or `cancelled` when `signal` aborts first.
    */
   static async connect(options: EtcdDiscoveryOptions): Promise<EtcdDiscovery> {
     const resolved = resolveEtcdDiscoveryOptions(options);
@@ -156,17 +172,23 @@ export class EtcdDiscovery implements Discovery {
       faultHandling: { host: () => passThroughPolicy, watchBackoff: watchBackoff(100) },
     });
     try {
-      await withDeadline(
-        client.maintenance.status({ deadline: Date.now() + resolved.dialTimeoutMs }),
-        resolved.dialTimeoutMs,
-      );
+      await waitForServer({
+        server: "etcd",
+        endpoints: resolved.endpoints,
+        timeoutMs: resolved.dialTimeoutMs,
+        signal: options.signal,
+        logger: resolved.logger,
+        // The wait's own bound (remainingMs) goes first, so a late attempt reads as cut short, not as etcd's error.
+        attempt: (remainingMs) =>
+          client.maintenance.status({ deadline: Date.now() + Math.min(remainingMs + 250, requestTimeoutMs) }),
+        isPermanent: (err) =>
+          err instanceof EtcdAuthenticationFailedError ||
+          err instanceof EtcdPermissionDeniedError ||
+          err instanceof GRPCUnauthenticatedError,
+      });
     } catch (err) {
       client.close();
-      throw new TdistError(
-        "discovery_error",
-        `cannot reach etcd at ${resolved.endpoints.join(", ")} within ${resolved.dialTimeoutMs} ms: ${messageOf(err)}`,
-        { cause: err },
-      );
+      throw err;
     }
     return new EtcdDiscovery(client, resolved);
   }

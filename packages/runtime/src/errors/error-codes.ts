@@ -53,6 +53,12 @@ export const ErrorCodes = {
   shutting_down: "shutting_down",
   /** The request was cancelled (killed) by the caller. */
   cancelled: "cancelled",
+  /**
+   * A server the runtime needs (etcd, NATS) did not answer within the startup
+   * wait (`TDIST_STARTUP_TIMEOUT_MS`); the message names it, its endpoints,
+   * the time waited and the last failure.
+   */
+  dependency_unavailable: "cannot_connect",
   /** A discovery backend operation failed. */
   discovery_error: "cannot_connect",
   /** A lease expired or was revoked while still in use. */

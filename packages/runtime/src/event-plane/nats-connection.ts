@@ -1,6 +1,13 @@
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import {
+  AuthorizationError,
+  connect,
+  InvalidArgumentError,
+  type NatsConnection,
+  UserAuthenticationExpiredError,
+} from "@nats-io/transport-node";
 import { TdistError } from "../errors/tdist-error.js";
 import { type Logger, silentLogger } from "../logger.js";
+import { waitForServer } from "../util/wait-for-server.js";
 
 export interface NatsConnectOptions {
   /** Server URL(s), e.g. `nats://127.0.0.1:4222`. */
@@ -10,8 +17,14 @@ export interface NatsConnectOptions {
   logger?: Logger;
   /** Wait between reconnect attempts (ms, jittered by the client). Default 1 000. */
   reconnectTimeWaitMs?: number;
-  /** Timeout of the first connection attempt (ms). Default 5 000. */
+  /**
+   * How long the first connection keeps being tried, with backoff (the
+   * server may start after this process), before failing with
+   * `dependency_unavailable` (ms). Default 5 000.
+   */
   connectTimeoutMs?: number;
+  /** Cancels the wait for the first connection. */
+  signal?: AbortSignal;
 }
 
 /** A NATS connection plus the monitor that logs its disconnects and reconnects. */
@@ -33,8 +46,11 @@ function positiveInteger(option: string, value: number | undefined, fallback: nu
  * Opens a NATS connection that reconnects forever (`maxReconnectAttempts: -1`),
  * so a restarted nats-server is picked up without restarting the process: the
  * client re-sends its subscriptions on reconnect and buffers publishes made
- * while disconnected (up to the client's reconnect buffer). Only the first
- * connection attempt can fail, with `event_plane_error`.
+ * while disconnected (up to the client's reconnect buffer). The first
+ * connection is retried until `connectTimeoutMs` (logging at warn while it
+ * waits), then fails with `dependency_unavailable`; refused credentials or
+ * bad options fail at once with `event_plane_error`, an aborted `signal`
+ * with `cancelled`.
  */
 export async function connectNats(options: NatsConnectOptions): Promise<MonitoredNatsConnection> {
   const urls = Array.isArray(options.url) ? options.url : [options.url];
@@ -49,12 +65,28 @@ export async function connectNats(options: NatsConnectOptions): Promise<Monitore
   const logger = (options.logger ?? silentLogger).child({ nats: urls.join(",") });
   let connection: NatsConnection;
   try {
-    connection = await connect({
-      servers: urls,
-      ...(options.name === undefined ? {} : { name: options.name }),
-      maxReconnectAttempts: -1,
-      reconnectTimeWait,
-      timeout,
+    connection = await waitForServer({
+      server: "NATS",
+      endpoints: urls,
+      timeoutMs: timeout,
+      signal: options.signal,
+      logger,
+      attempt: (remainingMs) =>
+        connect({
+          servers: urls,
+          ...(options.name === undefined ? {} : { name: options.name }),
+          maxReconnectAttempts: -1,
+          reconnectTimeWait,
+          // The wait's own bound (remainingMs) goes first, so a late attempt reads as cut short.
+          timeout: Math.round(remainingMs) + 250,
+        }),
+      isPermanent: (err) =>
+        err instanceof AuthorizationError ||
+        err instanceof UserAuthenticationExpiredError ||
+        err instanceof InvalidArgumentError,
+      discard: (late) => {
+        void late.close().catch(() => {});
+      },
     });
   } catch (err) {
     throw TdistError.wrap(err, "event_plane_error", `cannot connect to NATS at ${urls.join(",")}`);

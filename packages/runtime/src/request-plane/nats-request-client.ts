@@ -28,7 +28,10 @@ export interface NatsRequestClientOptions {
   /** NATS server URL(s). */
   url: string | string[];
   maxFrameBytes: number;
+  /** How long the first connection to NATS is retried while NATS does not answer. */
   connectTimeoutMs: number;
+  /** Cancels `connect()` while it waits for NATS. */
+  signal?: AbortSignal;
   streamWindow: number;
   codec: Codec;
   logger: Logger;
@@ -98,7 +101,11 @@ export class NatsRequestClient implements RequestPlaneClient, StreamTransport {
     void connection.closed().then(() => this.onConnectionClosed());
   }
 
-  /** Connects to NATS; fails with `cannot_connect` when the server cannot be reached. */
+  /**
+   * Connects to NATS, waiting up to `connectTimeoutMs` for it to answer; fails
+   * with `dependency_unavailable` when it does not, `cannot_connect` when it
+   * refuses the connection.
+   */
   static async connect(options: NatsRequestClientOptions): Promise<NatsRequestClient> {
     positiveMs("heartbeatIntervalMs", options.heartbeatIntervalMs, DEFAULT_HEARTBEAT_INTERVAL_MS);
     positiveMs("serverSilenceMs", options.serverSilenceMs, DEFAULT_SERVER_SILENCE_MS);
@@ -110,9 +117,11 @@ export class NatsRequestClient implements RequestPlaneClient, StreamTransport {
         connectTimeoutMs: options.connectTimeoutMs,
         logger: options.logger,
         name: "tdist-rp-client",
+        ...(options.signal ? { signal: options.signal } : {}),
       });
     } catch (err) {
-      if (TdistError.is(err, "invalid_option")) throw err;
+      // Bad options, the wait running out and cancellation keep their codes; a refusal (credentials) is cannot_connect.
+      if (TdistError.is(err) && err.code !== "event_plane_error") throw err;
       throw new TdistError("cannot_connect", `NATS request plane cannot connect to ${String(options.url)}`, {
         cause: err,
       });

@@ -29,6 +29,7 @@ export interface NatsRequestServerOptions {
   /** This runtime's instance id: the server listens on `tdist.rp.<instanceId>`. */
   instanceId: string;
   maxFrameBytes: number;
+  /** How long the first connection to NATS is retried while NATS does not answer. */
   connectTimeoutMs: number;
   codec: Codec;
   logger: Logger;
@@ -74,6 +75,8 @@ export class NatsRequestServer implements RequestPlaneServer {
   private readonly streamSilenceMs: number;
   private readonly callers = new PeerLiveness();
   private connectionValue: NatsConnection | undefined;
+  /** Aborts a connection attempt still waiting for NATS when the server closes. */
+  private readonly closing = new AbortController();
   private monitorDone: Promise<void> | undefined;
   private listening: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -126,6 +129,7 @@ export class NatsRequestServer implements RequestPlaneServer {
     if (this.closed) return;
     this.closed = true;
     this.accepting = false;
+    this.closing.abort(new TdistError("shutting_down", "request plane server closed"));
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
     const reason = new TdistError("shutting_down", "server closed");
@@ -141,9 +145,17 @@ export class NatsRequestServer implements RequestPlaneServer {
     const { url, connectTimeoutMs, logger, instanceId } = this.options;
     let monitored: Awaited<ReturnType<typeof connectNats>>;
     try {
-      monitored = await connectNats({ url, connectTimeoutMs, logger, name: `tdist-rp-server-${instanceId}` });
+      monitored = await connectNats({
+        url,
+        connectTimeoutMs,
+        logger,
+        name: `tdist-rp-server-${instanceId}`,
+        signal: this.closing.signal,
+      });
     } catch (err) {
-      if (TdistError.is(err, "invalid_option")) throw err;
+      if (this.closed) throw new TdistError("shutting_down", "request plane server closed while connecting");
+      // Bad options, the wait running out and cancellation keep their codes; a refusal (credentials) is cannot_connect.
+      if (TdistError.is(err) && err.code !== "event_plane_error") throw err;
       throw new TdistError("cannot_connect", `NATS request plane cannot connect to ${String(url)}`, { cause: err });
     }
     const { connection, monitorDone } = monitored;

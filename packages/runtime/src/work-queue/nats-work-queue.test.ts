@@ -124,8 +124,12 @@ describe("nats work queue", () => {
     expect(await survivor.depth()).toBe(0);
   });
 
-  it("nats work queue - connect fails with event_plane_error when no server listens", async () => {
+  it("nats work queue - connect keeps trying for connectTimeoutMs, then fails with dependency_unavailable", async () => {
+    const startedAt = Date.now();
     const err = await NatsWorkQueues.connect({ url: "nats://127.0.0.1:1", connectTimeoutMs: 1_000 }).catch((e) => e);
-    expect(TdistError.is(err, "event_plane_error")).toBe(true);
+    expect(Date.now() - startedAt).toBeGreaterThanOrEqual(1_000);
+    expect(TdistError.is(err, "dependency_unavailable")).toBe(true);
+    expect((err as TdistError).category).toBe("cannot_connect");
+    expect((err as Error).message).toContain("nats://127.0.0.1:1");
   });
 });
