@@ -1,117 +1,84 @@
-import { parseArgs } from "node:util";
-import { DistributedRuntime, Env, readEnv, TdistError } from "@tdist/runtime";
+import { readFileSync } from "node:fs";
+import type { Logger } from "@tdist/runtime";
+import { Command, CommanderError } from "commander";
 import type { CliIo } from "./cli-io.js";
-import { flagsToEnv, runtimeFlags } from "./cli-options.js";
-import { formatEnv } from "./commands/env.js";
+import type { CommandContext, CommandDefinition } from "./commands/command-context.js";
+import { envCommand } from "./commands/env.js";
+import { frontendCommand } from "./commands/frontend.js";
 import { makeModelCommand } from "./commands/make-model.js";
-import { frontendCommand, type RunningCommand, runCommand, workerCommand } from "./commands/serve.js";
-import { formatStatus, readStatus } from "./commands/status.js";
-import { createLogger } from "./logging.js";
-
-const USAGE = `usage: tdist <command> [options]
-
-commands:
-  run                 frontend + workers in one process, embedded discovery (npm start runs this)
-                        --engine llamacpp|mocker|echo (default llamacpp)  --workers N  --model-name NAME
-                        --model FILE.gguf|hf:user/repo/file.gguf (llamacpp; default: the built-in tiny model)
-                        --threads N --sequences N --no-kv-events (llamacpp)  --speedup X (mocker)  --delay-ms MS (echo)
-                        --port 8000  --host 0.0.0.0  --router-mode MODE
-  frontend            the OpenAI HTTP frontend; finds workers through discovery
-                        --port --host --router-mode round-robin|random|least-loaded|power-of-two|kv|kv-approx|sglang|llm-d
-                        --kv-overlap-weight W (default 16)  --router-temperature T  --router-replica-sync
-                        --active-decode-blocks-threshold F (0-1)  --active-prefill-tokens-threshold N
-                          (kv routers: skip busy workers; when all are busy, shed the request with a 503)
-  worker              one model worker: --engine llamacpp|mocker|echo --model ... --model-name NAME
-                        (and the engine flags of run; --no-kv-events: a llama.cpp worker publishes no KV events)
-  make-model          --out FILE.gguf [--layers --width --heads --context --seed --vocab qwen3|gpt2]: the tiny random model
-  status [--json]     namespaces, components, endpoints, instances and models from discovery
-  env                 every TDIST_* environment variable with its default
-
-runtime options (each overrides its TDIST_* variable):
-  --discovery memory|etcd      --etcd-endpoints URL[,URL]
-  --nats-url URL               --request-plane tcp|nats
-  --event-plane memory|nats    --namespace NAME
-  --log-level LEVEL`;
+import { runCommand } from "./commands/run.js";
+import { statusCommand } from "./commands/status.js";
+import { workerCommand } from "./commands/worker.js";
+import { describeError, exitCodeOf } from "./lifecycle/describe-error.js";
+import type { ServeOptions } from "./lifecycle/serve-until-signal.js";
 
 export type { CliIo } from "./cli-io.js";
+
+/** Every command, in the order `tdist --help` lists them. */
+export const COMMANDS: readonly CommandDefinition[] = [
+  runCommand,
+  frontendCommand,
+  workerCommand,
+  statusCommand,
+  envCommand,
+  makeModelCommand,
+];
 
 const stdio: CliIo = {
   out: (text) => process.stdout.write(`${text}\n`),
   err: (text) => process.stderr.write(`${text}\n`),
 };
 
-/** Runs one CLI invocation; returns the exit code. */
-export async function runCli(argv: string[], io: CliIo = stdio): Promise<number> {
-  const [command, ...rest] = argv;
+/** In-process overrides, for tests and wrappers. */
+export interface CliOverrides {
+  /** Serving lifecycle: no process.exit on a second signal, other signals. */
+  serve?: Partial<Omit<ServeOptions, "io" | "logger">>;
+  /** Use this logger instead of building one from --log-level/--log-format. */
+  logger?: Logger;
+}
+
+function packageVersion(): string {
+  const manifest = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
+  return manifest.version;
+}
+
+/** The `tdist` program: commander with every command of the registry, writing to `io`. */
+export function createProgram(context: CommandContext): Command {
+  const trim = (text: string): string => text.replace(/\n$/, "");
+  const program = new Command("tdist")
+    .description("tdist: distributed inference serving (OpenAI API, KV-aware routing, llama.cpp, mocker)")
+    .version(packageVersion(), "-v, --version")
+    .exitOverride()
+    .configureOutput({ writeOut: (text) => context.io.out(trim(text)), writeErr: (text) => context.io.err(trim(text)) })
+    .showHelpAfterError("(tdist <command> --help lists every flag)")
+    .showSuggestionAfterError(true)
+    .addHelpText(
+      "after",
+      "\nEvery flag with an (env: TDIST_*) variable can also be set through it; `tdist env` lists them all.",
+    );
+  for (const definition of COMMANDS) definition.register(program, context);
+  for (const command of program.commands) command.copyInheritedSettings(program);
+  return program;
+}
+
+/** Runs one CLI invocation; returns the exit code (0 ok, 1 failed, 2 usage or configuration error). */
+export async function runCli(argv: string[], io: CliIo = stdio, overrides: CliOverrides = {}): Promise<number> {
+  const context: CommandContext = {
+    io,
+    exitCode: 0,
+    ...(overrides.serve ? { serve: overrides.serve } : {}),
+    ...(overrides.logger ? { logger: overrides.logger } : {}),
+  };
+  const program = createProgram(context);
   try {
-    switch (command) {
-      case "status":
-        return await statusCommand(rest, io);
-      case "run":
-        return await serveUntilSignal(await runCommand(rest, io));
-      case "frontend":
-        return await serveUntilSignal(await frontendCommand(rest, io));
-      case "worker":
-        return await serveUntilSignal(await workerCommand(rest, io));
-      case "env":
-        io.out(formatEnv());
-        return 0;
-      case "make-model":
-        return await makeModelCommand(rest, io);
-      case undefined:
-      case "help":
-      case "--help":
-      case "-h":
-        io.out(USAGE);
-        return command === undefined ? 1 : 0;
-      default:
-        io.err(`tdist: unknown command ${JSON.stringify(command)}\n\n${USAGE}`);
-        return 2;
-    }
+    await program.parseAsync(argv, { from: "user" });
+    return context.exitCode;
   } catch (err) {
-    if (err instanceof TdistError) {
-      io.err(`tdist: ${err.code}: ${err.message}`);
-      return 2;
+    if (err instanceof CommanderError) {
+      // Help and version end here too, with exit code 0; commander already wrote what to say.
+      return err.exitCode === 0 ? 0 : 2;
     }
-    io.err(`tdist: ${err instanceof Error ? err.message : String(err)}`);
-    return 1;
-  }
-}
-
-/** Keeps a long-running command up until SIGINT/SIGTERM, then stops it gracefully (second signal: exit now). */
-function serveUntilSignal(command: RunningCommand): Promise<number> {
-  return new Promise((resolve) => {
-    let stopping = false;
-    const onSignal = (): void => {
-      if (stopping) process.exit(1);
-      stopping = true;
-      command.stop().then(
-        () => {
-          process.off("SIGINT", onSignal);
-          process.off("SIGTERM", onSignal);
-          resolve(0);
-        },
-        () => resolve(1),
-      );
-    };
-    process.on("SIGINT", onSignal);
-    process.on("SIGTERM", onSignal);
-  });
-}
-
-async function statusCommand(argv: string[], io: CliIo): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { ...runtimeFlags, json: { type: "boolean" } } });
-  const env = flagsToEnv(values);
-  if (readEnv(Env.discovery, env) === "memory") {
-    io.err("tdist status: memory discovery is private to one process; use --discovery etcd");
-  }
-  const logger = createLogger(readEnv(Env.logLevel, env) === "info" ? "warn" : readEnv(Env.logLevel, env));
-  const runtime = await DistributedRuntime.create({ env, logger, connectTimeoutMs: 5_000 });
-  try {
-    const status = await readStatus(runtime.discovery);
-    io.out(values.json ? JSON.stringify(status, null, 2) : formatStatus(status));
-    return 0;
-  } finally {
-    await runtime.shutdown({ graceMs: 0 });
+    io.err(describeError(err));
+    return exitCodeOf(err);
   }
 }

@@ -4,9 +4,9 @@
  */
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { childPids, NodeProcess, processAlive } from "@tdist/testkit";
+import { childPids, type EtcdServer, NodeProcess, processAlive, startEtcd } from "@tdist/testkit";
 import OpenAI from "openai";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 const CLI = "packages/cli/dist/main.js";
 /** Shared with the engine's own tests, so the tiny model is generated once per machine. */
@@ -14,9 +14,15 @@ const TEST_CACHE_DIR = process.env.TDIST_CACHE_DIR || join(tmpdir(), "tdist-test
 
 describe("tdist run as a process", () => {
   const processes: NodeProcess[] = [];
+  let etcd: EtcdServer;
+
+  beforeAll(async () => {
+    etcd = await startEtcd();
+  });
 
   afterAll(async () => {
     await Promise.all(processes.map((p) => p.terminate(5_000)));
+    await etcd?.stop();
   });
 
   for (const signal of ["SIGINT", "SIGTERM"] as const) {
@@ -32,6 +38,18 @@ describe("tdist run as a process", () => {
       const openai = new OpenAI({ baseURL: `${url}/v1`, apiKey: "unused", maxRetries: 0, timeout: 20_000 });
       const completion = await openai.completions.create({ model: "tdist-tiny-random", prompt: "hi", max_tokens: 4 });
       expect(completion.usage?.completion_tokens).toBe(4);
+      if (signal === "SIGINT") {
+        // `tdist status --url` sees the embedded run's memory discovery through its HTTP port.
+        const status = new NodeProcess({
+          name: "status",
+          script: CLI,
+          args: ["status", "--url", url as string, "--json"],
+        });
+        processes.push(status);
+        expect(await status.exited(15_000)).toMatchObject({ code: 0 });
+        const listed = JSON.parse(status.output.slice(status.output.indexOf("{"))) as { models: { name: string }[] };
+        expect(listed.models.map((model) => model.name)).toContain("tdist-tiny-random");
+      }
       const engines = childPids(run.pid as number);
       expect(engines.length).toBeGreaterThan(0);
       run.signal(signal);
@@ -45,7 +63,7 @@ describe("tdist run as a process", () => {
     const worker = new NodeProcess({
       name: "worker-SIGTERM",
       script: CLI,
-      args: ["worker", "--engine", "llamacpp"],
+      args: ["worker", "--engine", "llamacpp", "--discovery", "etcd", "--etcd-endpoints", etcd.endpoint],
       env: { TDIST_LOG_LEVEL: "warn", TDIST_CACHE_DIR: TEST_CACHE_DIR },
     });
     processes.push(worker);

@@ -1,0 +1,80 @@
+import type { AddressInfo } from "node:net";
+import { HttpFrontend, TokenizerPipeline } from "@tdist/llm";
+import { type DistributedRuntime, Env, type Logger, readEnv, TdistError } from "@tdist/runtime";
+import type { CliIo } from "../cli-io.js";
+import { type FrontendFlagValues, frontendSettings } from "../flags/frontend-flags.js";
+import type { Serving } from "../lifecycle/serve-until-signal.js";
+import type { Startup } from "../lifecycle/startup.js";
+import { readStatus } from "./cluster-status.js";
+
+/** Starts the HTTP frontend as a step of `startup`; a port in use is a clear error, not a stack. */
+export async function startHttpFrontend(
+  startup: Startup,
+  runtime: DistributedRuntime,
+  values: FrontendFlagValues,
+  env: NodeJS.ProcessEnv,
+  logger: Logger,
+  namespace: string | undefined,
+): Promise<HttpFrontend> {
+  const settings = frontendSettings(values);
+  let frontend: HttpFrontend;
+  try {
+    frontend = await HttpFrontend.start({
+      runtime,
+      createPipeline: TokenizerPipeline.create,
+      host: settings.host,
+      port: settings.port,
+      router: settings.router,
+      kvRouter: settings.kvRouter,
+      ...(settings.corsOrigins.length > 0 ? { corsOrigins: settings.corsOrigins } : {}),
+      ...(namespace ? { namespace } : {}),
+      // `tdist status --url` reads this: the only window onto memory discovery from outside the process.
+      status: () => readStatus(runtime.discovery),
+      logger: logger.child({ component: "frontend" }),
+    });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "EADDRINUSE" || code === "EACCES" || code === "EADDRNOTAVAIL") {
+      const why = {
+        EADDRINUSE: "is already in use",
+        EACCES: "needs privileges",
+        EADDRNOTAVAIL: "is not on this machine",
+      }[code];
+      throw new TdistError(
+        "invalid_option",
+        `cannot listen on ${settings.host}:${settings.port}: the ${code === "EADDRNOTAVAIL" ? "address" : "port"} ${why}; ` +
+          "choose another with --port / --host (TDIST_HTTP_PORT, TDIST_HTTP_HOST)",
+        { cause: err },
+      );
+    }
+    throw err;
+  }
+  const graceMs = readEnv(Env.shutdownGraceMs, env);
+  return startup.started("the HTTP frontend", frontend, (f) => f.close({ graceMs }));
+}
+
+/** The banner's first line: the address actually bound, and the URL to call. */
+export function boundAddress(frontend: HttpFrontend): string {
+  const address = frontend.app.server.address() as AddressInfo;
+  const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  const everywhere = address.address === "0.0.0.0" || address.address === "::";
+  return `${host}:${address.port}${everywhere ? " (every interface)" : ""}`;
+}
+
+/** Writes the "what now" lines for a started frontend. */
+export function printFrontendBanner(io: CliIo, frontend: HttpFrontend, heading: string): void {
+  io.out(`${heading} at ${frontend.url}/v1`);
+  io.out(`  listening: ${boundAddress(frontend)}`);
+}
+
+/** What a frontend's shutdown waits for, for the "shutting down" line. */
+export function frontendShutdown(frontend: HttpFrontend, env: NodeJS.ProcessEnv): Serving["shutdownWaitsFor"] {
+  return async () => {
+    const gauge = await frontend.metrics.inflight.get();
+    const inFlight = gauge.values.reduce((sum, sample) => sum + sample.value, 0);
+    const graceS = readEnv(Env.shutdownGraceMs, env) / 1000;
+    return inFlight === 0
+      ? "no requests in flight"
+      : `${inFlight} request(s) in flight get up to ${graceS} s to finish (TDIST_SHUTDOWN_GRACE_MS), then are cancelled`;
+  };
+}

@@ -1,0 +1,88 @@
+import { type HttpFrontendOptions, LLM_ROUTER_MODES, type LlmRouterMode } from "@tdist/llm";
+import { Env } from "@tdist/runtime";
+import { type Command, Option } from "commander";
+import { CliEnv } from "../cli-env.js";
+import { envOption } from "./env-option.js";
+import { numberArg } from "./number-parser.js";
+
+export interface FrontendFlagValues {
+  host: string;
+  port: number;
+  routerMode: LlmRouterMode;
+  kvOverlapWeight?: number;
+  routerTemperature?: number;
+  routerReplicaSync?: boolean;
+  activeDecodeBlocksThreshold?: number;
+  activePrefillTokensThreshold?: number;
+  corsOrigin?: string;
+}
+
+/** The HTTP frontend's flags; `defaultHost` differs between a laptop (`run`) and a server (`frontend`). */
+export function addFrontendOptions(command: Command, defaultHost: string): Command {
+  return command
+    .addOption(
+      envOption("--host <address>", "address to bind (0.0.0.0: every interface)", CliEnv.httpHost, defaultHost),
+    )
+    .addOption(envOption("--port <port>", "HTTP port (0 picks a free one)", Env.httpPort))
+    .addOption(
+      new Option("--router-mode <mode>", "how requests pick a worker").choices(LLM_ROUTER_MODES).default("round-robin"),
+    )
+    .addOption(
+      new Option("--kv-overlap-weight <w>", "kv routers: weight of cached blocks against load (default 16)").argParser(
+        numberArg({ min: 0 }),
+      ),
+    )
+    .addOption(
+      new Option("--router-temperature <t>", "kv routers: softmax sampling temperature (0: always the best)").argParser(
+        numberArg({ min: 0 }),
+      ),
+    )
+    .addOption(new Option("--router-replica-sync", "kv routers: share routing decisions with other frontends"))
+    .addOption(
+      new Option(
+        "--active-decode-blocks-threshold <f>",
+        "kv routers: a worker with more than this fraction of its KV blocks in use is busy; all busy: 503",
+      ).argParser(numberArg({ min: 0, max: 1 })),
+    )
+    .addOption(
+      new Option(
+        "--active-prefill-tokens-threshold <n>",
+        "kv routers: a worker with more prompt tokens than this waiting is busy; all busy: 503",
+      ).argParser(numberArg({ min: 0 })),
+    )
+    .addOption(
+      envOption(
+        "--cors-origin <origins>",
+        "let browsers on these origins call the API (comma-separated, or *); off by default",
+        CliEnv.corsOrigin,
+      ),
+    );
+}
+
+function optional<K extends string, V>(key: K, value: V | undefined): Partial<Record<K, V>> {
+  return value === undefined ? {} : ({ [key]: value } as Record<K, V>);
+}
+
+/** The frontend's options from its flags (runtime, pipeline and logger come from the command). */
+export function frontendSettings(
+  values: FrontendFlagValues,
+): Pick<HttpFrontendOptions, "host" | "port" | "router" | "kvRouter"> & { corsOrigins: string[] } {
+  return {
+    host: values.host,
+    port: values.port,
+    router: values.routerMode,
+    kvRouter: {
+      ...optional("overlapWeight", values.kvOverlapWeight),
+      ...optional("temperature", values.routerTemperature),
+      ...(values.routerReplicaSync ? { replicaSync: true } : {}),
+      busyThresholds: {
+        ...optional("activeDecodeBlocks", values.activeDecodeBlocksThreshold),
+        ...optional("activePrefillTokens", values.activePrefillTokensThreshold),
+      },
+    },
+    corsOrigins: (values.corsOrigin ?? "")
+      .split(",")
+      .map((origin) => origin.trim())
+      .filter((origin) => origin !== ""),
+  };
+}
