@@ -706,6 +706,10 @@ export class LlamaCppEngine {
       execArgv: entry.execArgv,
       serialization: "advanced",
       stdio: ["ignore", "pipe", "pipe", "ipc"],
+      // Its own session, out of the terminal's process group: Ctrl-C reaches this process only, which
+      // decides when the child stops (a drain first). The child exits when its IPC channel closes,
+      // so it never outlives this process, even a SIGKILLed one.
+      detached: true,
     });
     const child = new WorkerChild(proc, this.#logger);
     this.#child = child;
