@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { readEnv } from "./config/env-var.js";
 import { Env } from "./config/environment.js";
 import type { Discovery } from "./discovery/discovery.js";
@@ -42,7 +43,14 @@ export interface RuntimeOptions {
   /** How long `shutdown()` lets in-flight streams finish before killing them. */
   shutdownGraceMs?: number;
   codec?: Codec;
+  /** The runtime logs through `logger.child({ runtime: name })`. */
   logger?: Logger;
+  /**
+   * Names this runtime in its log lines (`runtime` field), e.g. "frontend" or
+   * "worker-1"; matters when several runtimes share a process or a log.
+   * Default: `rt-` and 6 random hex digits.
+   */
+  name?: string;
   /** Cancels `create()` while it waits for etcd or NATS. */
   signal?: AbortSignal;
   /** Where defaults come from; `process.env` unless given (tests pass `{}`). */
@@ -62,6 +70,8 @@ export interface ResolvedRuntimeOptions {
   startupTimeoutMs: number;
   shutdownGraceMs: number;
   codec: Codec;
+  name: string;
+  /** Already the child logger carrying `{ runtime: name }`. */
   logger: Logger;
 }
 
@@ -75,6 +85,7 @@ function positiveInteger(name: string, value: number, min = 1): number {
 /** Options → defaults (from the environment registry) → validation → a resolved object. */
 export function resolveRuntimeOptions(options: RuntimeOptions = {}): ResolvedRuntimeOptions {
   const env = options.env ?? process.env;
+  const name = runtimeName(options.name);
   let discovery: ResolvedRuntimeOptions["discovery"];
   const given = options.discovery;
   if (given !== undefined && "grantLease" in given) {
@@ -145,6 +156,34 @@ export function resolveRuntimeOptions(options: RuntimeOptions = {}): ResolvedRun
       options.startupTimeoutMs ?? readEnv(Env.startupTimeoutMs, env),
     ),
     codec: options.codec ?? jsonCodec,
-    logger: options.logger ?? silentLogger,
+    name,
+    logger: childLogger(options.logger ?? silentLogger, { runtime: name }),
+  };
+}
+
+const maxNameLength = 64;
+
+function runtimeName(given: unknown): string {
+  if (given === undefined) return `rt-${randomBytes(3).toString("hex")}`;
+  if (typeof given !== "string" || given.trim() === "" || given.length > maxNameLength) {
+    throw new TdistError(
+      "invalid_option",
+      `option name must be a non-blank string of at most ${maxNameLength} characters, got ${JSON.stringify(given)}`,
+    );
+  }
+  return given;
+}
+
+/** A child logger; loggers written against an older interface without `child` get the bindings merged by hand. */
+function childLogger(logger: Logger, bindings: object): Logger {
+  if (typeof (logger as Partial<Logger>).child === "function") return logger.child(bindings);
+  const merged = (method: "debug" | "info" | "warn" | "error") => (obj: object, msg?: string) =>
+    logger[method]({ ...bindings, ...obj }, msg);
+  return {
+    debug: merged("debug"),
+    info: merged("info"),
+    warn: merged("warn"),
+    error: merged("error"),
+    child: (more) => childLogger(logger, { ...bindings, ...more }),
   };
 }

@@ -74,6 +74,7 @@ describe("runtime - waiting for etcd and NATS", () => {
     const logger = recordingLogger();
     const creating = DistributedRuntime.create({
       env: {},
+      name: "worker-1",
       discovery: { kind: "etcd", endpoints: [endpoint] },
       startupTimeoutMs: 20_000,
       logger,
@@ -81,6 +82,7 @@ describe("runtime - waiting for etcd and NATS", () => {
     creating.catch(() => {});
     const warn = await within("the first 'waiting for etcd' line", logger.firstWarn);
     expect(warn.msg).toContain(`waiting for etcd at ${endpoint}`);
+    expect(warn.obj.runtime).toBe("worker-1");
     // Still trying after several backoffs (about 0.7 s in): etcd starts late, not at once.
     await within(
       "the fourth attempt",

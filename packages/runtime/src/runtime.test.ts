@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { MemoryDiscoveryStore } from "./discovery/memory-discovery.js";
 import { TdistError } from "./errors/tdist-error.js";
+import type { Logger } from "./logger.js";
 import { DistributedRuntime } from "./runtime.js";
 import { wordsHandler } from "./testing/request-plane-suite.js";
 
@@ -106,6 +107,82 @@ describe("runtime - event plane and work queues", () => {
     } finally {
       await a.shutdown();
       await b.shutdown();
+    }
+  });
+});
+
+describe("runtime - name", () => {
+  interface Line {
+    level: string;
+    obj: Record<string, unknown>;
+    msg: string | undefined;
+  }
+  /** A logger whose children merge their bindings into each line, as pino's do. */
+  function recordingLogger(lines: Line[], bindings: object = {}): Logger {
+    const log =
+      (level: string) =>
+      (obj: object, msg?: string): void => {
+        lines.push({ level, obj: { ...bindings, ...obj } as Record<string, unknown>, msg });
+      };
+    return {
+      debug: log("debug"),
+      info: log("info"),
+      warn: log("warn"),
+      error: log("error"),
+      child: (more) => recordingLogger(lines, { ...bindings, ...more }),
+    };
+  }
+
+  it("runtime - every line the runtime logs carries its name", async () => {
+    const lines: Line[] = [];
+    const rt = await DistributedRuntime.create({
+      env: {},
+      name: "worker-1",
+      discovery: { kind: "memory", store: new MemoryDiscoveryStore() },
+      logger: recordingLogger(lines),
+    });
+    expect(rt.name).toBe("worker-1");
+    await rt
+      .namespace("tdist")
+      .component("backend")
+      .endpoint("generate")
+      .serve(async function* () {
+        yield "ok";
+      });
+    await rt.shutdown({ graceMs: 0 });
+    expect(lines.map((line) => line.msg)).toEqual(expect.arrayContaining(["serving endpoint", "runtime stopped"]));
+    for (const line of lines) expect(line.obj.runtime).toBe("worker-1");
+  });
+
+  it("runtime - two runtimes get distinct default names", async () => {
+    const store = new MemoryDiscoveryStore();
+    const first = await DistributedRuntime.create({ env: {}, discovery: { kind: "memory", store } });
+    const second = await DistributedRuntime.create({ env: {}, discovery: { kind: "memory", store } });
+    try {
+      expect(first.name).toMatch(/^rt-[0-9a-f]{6}$/);
+      expect(second.name).not.toBe(first.name);
+    } finally {
+      await Promise.all([first.shutdown({ graceMs: 0 }), second.shutdown({ graceMs: 0 })]);
+    }
+  });
+
+  it("runtime - a logger without child still gets the name in its lines", async () => {
+    const lines: Line[] = [];
+    const { child: _child, ...withoutChild } = recordingLogger(lines);
+    const rt = await DistributedRuntime.create({
+      env: {},
+      name: "frontend",
+      discovery: { kind: "memory", store: new MemoryDiscoveryStore() },
+      logger: withoutChild as unknown as Logger,
+    });
+    await rt.shutdown({ graceMs: 0 });
+    expect(lines.find((line) => line.msg === "runtime stopped")?.obj.runtime).toBe("frontend");
+  });
+
+  it("runtime - a blank or overlong name is refused with invalid_option", async () => {
+    for (const name of ["", "  ", "x".repeat(65)]) {
+      const err = await DistributedRuntime.create({ env: {}, name }).catch((e: unknown) => e);
+      expect(TdistError.is(err, "invalid_option")).toBe(true);
     }
   });
 });

@@ -114,8 +114,14 @@ export class DistributedRuntime implements ClientHost {
     return this.stateValue;
   }
 
+  /** Carries `{ runtime: name }` in every line. */
   get logger(): Logger {
     return this.options.logger;
+  }
+
+  /** The name this runtime's log lines carry (`options.name`, or a random `rt-` id). */
+  get name(): string {
+    return this.options.name;
   }
 
   /** This process's instance id (its primary lease id), once it serves an endpoint. */
