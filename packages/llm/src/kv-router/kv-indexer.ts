@@ -96,7 +96,7 @@ function isKvEvent(value: unknown): value is KvCacheEvent {
  * The KV indexer: applies workers' KV events to a {@link RadixTree} and
  * answers "how many leading blocks of this prompt does each worker hold".
  *
- * Event ids are checked per worker (DESIGN.md: ids increase by one):
+ * Event ids are checked per worker (docs/architecture.md: ids increase by one):
  *
  * - the first event seen from a worker sets its base, whatever its id;
  * - id = last + 1: applied;

@@ -70,7 +70,7 @@ function annotationNumber(request: unknown, key: string): number | undefined {
 }
 
 /**
- * The KV-cache-aware router (DESIGN.md "KV-aware router"), a runtime
+ * The KV-cache-aware router (docs/architecture.md, "KV-aware routing"), a runtime
  * `RouterPolicy` over `PreprocessedRequest.tokenIds`:
  *
  * 1. hash the prompt's full blocks with the shared block hash;

@@ -5,7 +5,7 @@ import type { KvStoredBlock } from "./kv-events.js";
 /**
  * The one KV block hashing function, shared by the KV router and every engine
  * that publishes KV events, so that both sides name a cached prefix the same
- * way (DESIGN.md "KV-aware router").
+ * way (docs/architecture.md, "KV-aware routing").
  *
  * A prompt is cut into full blocks of `blockSize` token ids (a trailing
  * partial block is never hashed: it cannot be shared). Each token id is

@@ -1,6 +1,6 @@
 /**
- * KV cache events that engines publish on the event plane (DESIGN.md
- * "KV-aware router"). Block hashes are chained: `seq[i] = hash(seq[i-1], local[i])`
+ * KV cache events that engines publish on the event plane (docs/architecture.md,
+ * "KV-aware routing"). Block hashes are chained: `seq[i] = hash(seq[i-1], local[i])`
  * over fixed-size token blocks (xxh3-64 over little-endian u32 token ids,
  * seed 1337), written as lower-case hex strings of the 64-bit value.
  */

@@ -4,7 +4,7 @@
  * share one store); `etcd` serves cluster mode.
  */
 
-/** One stored key. Values are JSON text (DESIGN.md "Discovery key layout"). */
+/** One stored key. Values are JSON text (docs/architecture.md, "Discovery key layout"). */
 export interface KeyValue {
   key: string;
   value: string;

@@ -2,7 +2,7 @@
  * The one registry of error codes. Every error the runtime raises carries one
  * of these codes; callers branch on `code` or `category`, never on message text.
  *
- * Categories are what routing and retry logic act on (DESIGN.md "Errors").
+ * Categories are what routing and retry logic act on (docs/architecture.md, "Runtime").
  */
 export const ErrorCategories = [
   "no_instances",

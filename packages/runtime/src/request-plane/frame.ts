@@ -1,7 +1,7 @@
 import { TdistError } from "../errors/tdist-error.js";
 
 /**
- * TCP request plane framing (DESIGN.md "TCP request plane wire format"):
+ * TCP request plane framing (docs/architecture.md, "TCP request plane wire format"):
  *
  * ```
  * frame := u32 BE length | u8 type | u32 BE streamId | payload

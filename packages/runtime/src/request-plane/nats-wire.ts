@@ -2,9 +2,9 @@ import { TdistError, type WireError } from "../errors/tdist-error.js";
 import { decodeRequestPayload, encodeRequestPayload, type RequestHead, type RequestHeaders } from "./frame.js";
 
 /**
- * NATS request plane message shapes (DESIGN.md "nats: request to the
- * instance's subject, responses streamed back in order with end/error
- * markers, stop/kill honoured").
+ * NATS request plane message shapes (docs/architecture.md, "NATS request
+ * plane"): a request to the instance's subject, responses streamed back in
+ * order with end/error markers, stop and kill honoured.
  *
  * Subjects:
  * - `tdist.rp.<instanceIdHex>`: the one subject a serving runtime subscribes
