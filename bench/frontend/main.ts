@@ -138,7 +138,13 @@ const paced = await startChild(
   /OpenAI API at (http:\/\/[^\s]+)\/v1/,
 );
 const pacedUrl = `${paced.match[1]}/v1/completions`;
-const longBody = JSON.stringify({ model: "echo", prompt: `${prompt} `.repeat(10), stream: true });
+// As many tokens as the prompt holds (completions default to 16), so the streams stay open while RSS is read.
+const longBody = JSON.stringify({
+  model: "echo",
+  prompt: `${prompt} `.repeat(10),
+  max_tokens: 10 * config.promptTokens,
+  stream: true,
+});
 const rssBefore = rssMb(paced.child.pid as number);
 let releaseHeld: () => void = () => {};
 const released = new Promise<void>((resolve) => {

@@ -32,7 +32,7 @@ export const frontendCommand: CommandDefinition = {
       context.exitCode = await serveUntilSignal({ io: context.io, logger, ...context.serve }, async (startup) => {
         const runtime = startup.started(
           "the runtime",
-          await DistributedRuntime.create({ env, logger, name: "frontend" }),
+          await DistributedRuntime.create({ env, logger, name: "frontend", signal: startup.signal }),
           (r) => r.shutdown({ graceMs: 2_000 }),
         );
         startup.checkpoint();

@@ -53,7 +53,7 @@ async function run(command: Command, values: RunValues, context: CommandContext)
   return serveUntilSignal({ io, logger, ...context.serve }, async (startup) => {
     const runtimes: DistributedRuntime[] = [];
     const newRuntime = async (name: string): Promise<DistributedRuntime> => {
-      const runtime = await DistributedRuntime.create({ env, logger, name });
+      const runtime = await DistributedRuntime.create({ env, logger, name, signal: startup.signal });
       runtimes.push(runtime);
       return startup.started(`runtime ${name}`, runtime, (r) => r.shutdown({ graceMs: 2_000 }));
     };

@@ -44,7 +44,9 @@ async function statusFromDiscovery(command: Command, values: StatusValues): Prom
   }
   const level = values.logLevel === "info" ? "warn" : values.logLevel;
   const logger = createLogger({ level, format: values.logFormat });
-  const runtime = await DistributedRuntime.create({ env, logger });
+  // A status query should not wait the servers' 30 s for etcd to come up, unless told to.
+  const waitMs = env[Env.startupTimeoutMs.name] ? {} : { startupTimeoutMs: 5_000 };
+  const runtime = await DistributedRuntime.create({ env, logger, ...waitMs });
   try {
     return await readStatus(runtime.discovery);
   } finally {

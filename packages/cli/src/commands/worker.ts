@@ -37,7 +37,7 @@ export const workerCommand: CommandDefinition = {
       context.exitCode = await serveUntilSignal({ io: context.io, logger, ...context.serve }, async (startup) => {
         const runtime = startup.started(
           "the runtime",
-          await DistributedRuntime.create({ env, logger, name: "worker" }),
+          await DistributedRuntime.create({ env, logger, name: "worker", signal: startup.signal }),
           (r) => r.shutdown(),
         );
         startup.checkpoint();
