@@ -169,6 +169,8 @@ export class GgufWriter {
   readonly #keys = new Set<string>();
   readonly #tensors: TensorEntry[] = [];
   readonly #alignment = GGUF_DEFAULT_ALIGNMENT;
+  /** Size of the data section, as laid out by the last `#header()`. */
+  #dataBytes = 0;
 
   #add(entry: MetadataEntry): this {
     if (this.#keys.has(entry.key)) throw new TdistError("bad_request", `GGUF key ${entry.key} added twice`);
@@ -245,16 +247,27 @@ export class GgufWriter {
       sink.u64(offset);
       offset += Math.ceil((tensor.elements * 4) / this.#alignment) * this.#alignment;
     }
+    this.#dataBytes = offset;
     sink.padTo(this.#alignment);
     return sink.bytes();
   }
 
-  /** Writes the file (overwriting `path`); returns its size in bytes. */
-  async write(path: string): Promise<number> {
+  /**
+   * Writes the file (overwriting `path`); returns its size in bytes.
+   * `onProgress` hears the bytes written so far after the header and after
+   * each tensor, the last time with all of them.
+   */
+  async write(
+    path: string,
+    options: { onProgress?: (progress: { bytes: number; totalBytes: number }) => void } = {},
+  ): Promise<number> {
     if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
       throw new TdistError("internal", "GGUF writing needs a little-endian machine");
     }
     const header = this.#header();
+    // The header ends aligned and every tensor's slot is a multiple of the alignment.
+    const totalBytes = header.length + this.#dataBytes;
+    const report = (bytes: number): void => options.onProgress?.({ bytes, totalBytes });
     const file = await open(path, "w");
     try {
       let position = 0;
@@ -267,6 +280,7 @@ export class GgufWriter {
         position += bytes.length;
       };
       await put(header);
+      report(position);
       const dataStart = position;
       for (const tensor of this.#tensors) {
         const padding = dataStart + tensor.offset - position;
@@ -275,9 +289,11 @@ export class GgufWriter {
         tensor.fill(values);
         // The machine is little-endian (checked above), like GGUF.
         await put(new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
+        if (tensor !== this.#tensors.at(-1)) report(position);
       }
       const tail = (this.#alignment - (position % this.#alignment)) % this.#alignment;
       if (tail > 0) await put(new Uint8Array(tail));
+      report(position);
       return position;
     } finally {
       await file.close();

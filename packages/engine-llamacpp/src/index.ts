@@ -45,6 +45,12 @@ export {
   type ResolvedLlamaCppEngineOptions,
   resolveLlamaCppEngineOptions,
 } from "./llamacpp-options.js";
+export {
+  type LogModelProgressOptions,
+  logModelProgress,
+  type ModelProgress,
+  type ModelProgressListener,
+} from "./model-progress.js";
 export { isRemoteModelReference, type ResolveModelOptions, resolveModelReference } from "./model-reference.js";
 export { oneSequencePerDecode, SequenceBatching } from "./sequence-batching.js";
 export { commonPrefixLength, SequencePool, type SequenceSlot } from "./sequence-pool.js";

@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { TdistError, withTimeout } from "@tdist/runtime";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { GgufWriter } from "./gguf-writer.js";
+import type { ModelProgress } from "./model-progress.js";
 import { isRemoteModelReference, resolveModelReference } from "./model-reference.js";
 
 let dir: string;
@@ -72,21 +73,37 @@ describe("model reference", () => {
 
   it("model reference - an hf: reference downloads once into the cache", async () => {
     const cacheDir = join(dir, "cache");
-    const progress: number[] = [];
+    const progress: ModelProgress[] = [];
     const path = await bounded(() =>
       resolveModelReference("hf:tdist/tiny/tiny.gguf", {
         cacheDir,
         huggingFaceEndpoint: endpoint,
-        onProgress: ({ downloadedBytes }) => progress.push(downloadedBytes),
+        onProgress: (event) => progress.push(event),
       }),
     );
     expect(path.startsWith(join(cacheDir, "models"))).toBe(true);
     expect(await readFile(path)).toEqual(await readFile(modelFile));
+    // Progress events arrive, never go back, and end at 100%.
+    const size = (await stat(modelFile)).size;
+    expect(progress.length).toBeGreaterThan(0);
+    expect(progress.every((event) => event.phase === "download" && event.model === "hf:tdist/tiny/tiny.gguf")).toBe(
+      true,
+    );
+    expect(progress.map((event) => event.bytes)).toEqual(
+      [...progress.map((event) => event.bytes)].sort((a, b) => a - b),
+    );
+    expect(progress.at(-1)).toMatchObject({ bytes: size, totalBytes: size });
     const served = requests.filter((line) => line.startsWith("GET")).length;
     expect(served).toBeGreaterThan(0);
+    const cachedProgress: ModelProgress[] = [];
     const again = await bounded(() =>
-      resolveModelReference("hf:tdist/tiny/tiny.gguf", { cacheDir, huggingFaceEndpoint: endpoint }),
+      resolveModelReference("hf:tdist/tiny/tiny.gguf", {
+        cacheDir,
+        huggingFaceEndpoint: endpoint,
+        onProgress: (event) => cachedProgress.push(event),
+      }),
     );
+    expect(cachedProgress).toEqual([]);
     expect(again).toBe(path);
     expect(requests.filter((line) => line.startsWith("GET")).length).toBe(served);
   });

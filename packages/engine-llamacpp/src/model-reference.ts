@@ -1,6 +1,7 @@
 import { stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { TdistError } from "@tdist/runtime";
+import type { ModelProgressListener } from "./model-progress.js";
 import { defaultCacheDir } from "./tiny-model.js";
 
 export interface ResolveModelOptions {
@@ -8,7 +9,8 @@ export interface ResolveModelOptions {
   cacheDir?: string;
   /** Print node-llama-cpp's download progress bar (CLI use). Default false. */
   progressBar?: boolean;
-  onProgress?: (progress: { downloadedBytes: number; totalBytes: number }) => void;
+  /** Hears the download's progress (phase `download`), ending with all bytes; not called for a cached or local file. */
+  onProgress?: ModelProgressListener;
   /** Hugging Face endpoint. Default: `MODEL_ENDPOINT` or `HF_ENDPOINT` (read by node-llama-cpp), else huggingface.co. */
   huggingFaceEndpoint?: string;
   signal?: AbortSignal;
@@ -55,19 +57,31 @@ export async function resolveModelReference(reference: string, options: ResolveM
   }
   // The downloader retries a refused connection for minutes; find out at once whether the host answers.
   await probe(reference, options);
+  const { onProgress } = options;
+  let complete = false;
+  const report = (bytes: number, totalBytes: number | undefined): void => {
+    complete = totalBytes !== undefined && bytes >= totalBytes;
+    onProgress?.({ phase: "download", model: reference, bytes, totalBytes });
+  };
   try {
-    return await resolveModelFile(reference, {
+    const path = await resolveModelFile(reference, {
       directory,
       cli: options.progressBar ?? false,
-      ...(options.onProgress !== undefined
+      ...(onProgress !== undefined
         ? {
             onProgress: ({ totalSize, downloadedSize }: { totalSize: number; downloadedSize: number }) =>
-              options.onProgress?.({ downloadedBytes: downloadedSize, totalBytes: totalSize }),
+              report(downloadedSize, totalSize > 0 ? totalSize : undefined),
           }
         : {}),
       ...endpoints,
       ...(options.signal !== undefined ? { signal: options.signal } : {}),
     });
+    // The downloader need not report the last bytes: listeners hear the end at 100%.
+    if (onProgress !== undefined && !complete) {
+      const size = (await stat(path)).size;
+      report(size, size);
+    }
+    return path;
   } catch (err) {
     if (options.signal?.aborted) throw TdistError.wrap(err, "cancelled", `download of ${reference} cancelled`);
     throw TdistError.wrap(err, "cannot_connect", `cannot download model ${reference}`);

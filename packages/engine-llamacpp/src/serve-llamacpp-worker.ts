@@ -2,6 +2,7 @@ import { type ServedModel, serveModel, workerEventChannel } from "@tdist/llm";
 import type { DistributedRuntime } from "@tdist/runtime";
 import { LlamaCppEngine } from "./llamacpp-engine.js";
 import type { LlamaCppEngineOptions } from "./llamacpp-options.js";
+import { logModelProgress, type ModelProgressListener } from "./model-progress.js";
 import { resolveModelReference } from "./model-reference.js";
 import { ensureTinyModel } from "./tiny-model.js";
 
@@ -16,8 +17,14 @@ export interface LlamaCppWorkerOptions {
    * the built-in tiny model, generated into the cache on first use.
    */
   model?: string;
-  /** Print a progress bar while downloading `model`. Default false. */
+  /** Print node-llama-cpp's progress bar while downloading `model` (instead of progress log lines). Default false. */
   progressBar?: boolean;
+  /**
+   * Hears the progress of the built-in model's first-run generation and of
+   * `model`'s download. Default: progress lines at info on the runtime's
+   * logger (bytes, percent, rate; one every 2 s and the last).
+   */
+  onProgress?: ModelProgressListener;
   /** Engine options (`events` is filled in unless `events` is false). */
   engine?: Partial<Omit<LlamaCppEngineOptions, "events">>;
   /**
@@ -29,7 +36,6 @@ export interface LlamaCppWorkerOptions {
   events?: boolean;
   /** Cache root for downloads and the tiny model. Default `TDIST_CACHE_DIR` or `~/.cache/tdist`. */
   cacheDir?: string;
-  migrationLimit?: number;
 }
 
 export interface ServedLlamaCppWorker extends ServedModel {
@@ -53,10 +59,17 @@ export async function serveLlamaCppWorker(
   options: LlamaCppWorkerOptions,
 ): Promise<ServedLlamaCppWorker> {
   const cache = options.cacheDir !== undefined ? { cacheDir: options.cacheDir } : {};
+  const progressBar = options.progressBar ?? false;
+  const onProgress = options.onProgress ?? logModelProgress(runtime.logger);
   const modelPath =
     options.model !== undefined
-      ? await resolveModelReference(options.model, { ...cache, progressBar: options.progressBar ?? false })
-      : (options.engine?.modelPath ?? (await ensureTinyModel(cache)));
+      ? await resolveModelReference(options.model, {
+          ...cache,
+          progressBar,
+          // A progress bar and log lines would say the same thing twice.
+          ...(options.onProgress !== undefined || !progressBar ? { onProgress } : {}),
+        })
+      : (options.engine?.modelPath ?? (await ensureTinyModel({ ...cache, onProgress })));
   const component = options.component ?? "backend";
   const channel =
     options.events === false ? undefined : await workerEventChannel(runtime, options.namespace, component);
@@ -72,10 +85,7 @@ export async function serveLlamaCppWorker(
       component,
       tokenizerJson: engine.modelAssets().tokenizerJson,
       engine: engine.handler,
-      card: engine.modelCard({
-        ...(options.modelName !== undefined ? { name: options.modelName } : {}),
-        ...(options.migrationLimit !== undefined ? { migrationLimit: options.migrationLimit } : {}),
-      }),
+      card: engine.modelCard(options.modelName !== undefined ? { name: options.modelName } : {}),
     });
     const resync = await channel?.answerResync(() => engine.resyncKvEvents());
     return {

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { builtinTokenizerFiles, Tokenizer } from "@tdist/llm";
@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { describeGgufModel, rebuildTokenizerJson } from "./gguf-model-assets.js";
 import { readGgufFile } from "./gguf-reader.js";
 import { LlamaTokenType } from "./gguf-types.js";
+import type { ModelProgress } from "./model-progress.js";
 import { TOKENIZER_SAMPLES } from "./testing/llamacpp-fixtures.js";
 import { ensureTinyModel, makeTinyModel, TINY_MODEL_NAME, tinyModelFileName } from "./tiny-model.js";
 
@@ -114,14 +115,31 @@ describe("tiny model", () => {
 
   it("tiny model - ensureTinyModel generates once into the cache, concurrent calls included", async () => {
     const cacheDir = join(dir, "cache");
+    const progress: ModelProgress[] = [];
     const [first, second] = await bounded("ensuring the model", () =>
-      Promise.all([ensureTinyModel({ cacheDir }), ensureTinyModel({ cacheDir })]),
+      Promise.all([
+        ensureTinyModel({ cacheDir, onProgress: (event) => progress.push(event) }),
+        ensureTinyModel({ cacheDir }),
+      ]),
     );
     expect(first).toBe(second);
+    // The first-run generation reports its progress, ending at 100% of the file.
+    const size = (await stat(first)).size;
+    expect(progress.length).toBeGreaterThan(2);
+    expect(progress.every((event) => event.phase === "generate" && event.model === first)).toBe(true);
+    expect(progress.every((event) => event.totalBytes === size)).toBe(true);
+    expect(progress.map((event) => event.bytes)).toEqual(
+      [...progress.map((event) => event.bytes)].sort((a, b) => a - b),
+    );
+    expect(progress.at(-1)?.bytes).toBe(size);
     expect(first).toBe(join(cacheDir, "models", tinyModelFileName()));
     expect(tinyModelFileName()).toMatch(/^tdist-tiny-random-qwen3-vocab/);
     expect(await readdir(join(cacheDir, "models"))).toEqual([tinyModelFileName()]);
-    const again = await bounded("ensuring the model again", () => ensureTinyModel({ cacheDir }));
+    const cachedProgress: ModelProgress[] = [];
+    const again = await bounded("ensuring the model again", () =>
+      ensureTinyModel({ cacheDir, onProgress: (event) => cachedProgress.push(event) }),
+    );
     expect(again).toBe(first);
+    expect(cachedProgress).toEqual([]);
   });
 });

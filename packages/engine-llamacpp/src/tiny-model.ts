@@ -6,6 +6,7 @@ import { type BuiltinTokenizerName, builtinTokenizerFiles } from "@tdist/llm";
 import { Env, readEnv, TdistError } from "@tdist/runtime";
 import { LlamaTokenType } from "./gguf-types.js";
 import { GgufWriter } from "./gguf-writer.js";
+import type { ModelProgressListener } from "./model-progress.js";
 import { SeededRandom } from "./seeded-random.js";
 
 /** What the tiny model's vocabulary is built from: a Hugging Face byte-level BPE tokenizer. */
@@ -42,6 +43,8 @@ export interface TinyModelOptions {
    * a server hands the frontend the exact original tokenizer. Default true.
    */
   embedTokenizerJson?: boolean;
+  /** Hears the bytes written so far as the file is written (see `GgufWriter.write`). */
+  onProgress?: (progress: { bytes: number; totalBytes: number }) => void;
 }
 
 export interface TinyModel {
@@ -307,12 +310,15 @@ export async function makeTinyModel(options: TinyModelOptions): Promise<TinyMode
       .addTensor(`${block}.ffn_down.weight`, [ffn, width], normal(FFN_DOWN_GAIN / Math.sqrt(ffn)));
   }
   writer.addTensor("output_norm.weight", [width], ones);
-  const bytes = await writer.write(options.out);
+  const bytes = await writer.write(
+    options.out,
+    options.onProgress !== undefined ? { onProgress: options.onProgress } : {},
+  );
   return { path: options.out, bytes, vocabSize };
 }
 
 /** The cache file name for a tiny model made with these options (defaults: the built-in Qwen3 vocabulary). */
-export function tinyModelFileName(options: Omit<TinyModelOptions, "out" | "tokenizer"> = {}): string {
+export function tinyModelFileName(options: Omit<TinyModelOptions, "out" | "tokenizer" | "onProgress"> = {}): string {
   const resolved = resolveTinyModelOptions(options);
   const defaults = resolveTinyModelOptions({});
   const parts = [`${TINY_MODEL_NAME}-${options.vocab ?? "qwen3"}-vocab`];
@@ -331,9 +337,14 @@ export function defaultCacheDir(): string {
   return configured !== "" ? configured : join(homedir(), ".cache", "tdist");
 }
 
-export interface EnsureTinyModelOptions extends Omit<TinyModelOptions, "out" | "tokenizer"> {
+export interface EnsureTinyModelOptions extends Omit<TinyModelOptions, "out" | "tokenizer" | "onProgress"> {
   /** Cache root; the model goes in its `models/` folder. Default `defaultCacheDir()`. */
   cacheDir?: string;
+  /**
+   * Hears the generation's progress (phase `generate`) when the model is not
+   * cached yet; of concurrent callers, the one that started the generation.
+   */
+  onProgress?: ModelProgressListener;
 }
 
 const pending = new Map<string, Promise<string>>();
@@ -349,11 +360,18 @@ const pending = new Map<string, Promise<string>>();
  * ```
  */
 export function ensureTinyModel(options: EnsureTinyModelOptions = {}): Promise<string> {
-  const { cacheDir, ...modelOptions } = options;
+  const { cacheDir, onProgress, ...modelOptions } = options;
   const path = join(cacheDir ?? defaultCacheDir(), "models", tinyModelFileName(modelOptions));
   let promise = pending.get(path);
   if (promise === undefined) {
-    promise = generateOnce(path, modelOptions).finally(() => pending.delete(path));
+    const written =
+      onProgress === undefined
+        ? {}
+        : {
+            onProgress: ({ bytes, totalBytes }: { bytes: number; totalBytes: number }) =>
+              onProgress({ phase: "generate", model: path, bytes, totalBytes }),
+          };
+    promise = generateOnce(path, { ...modelOptions, ...written }).finally(() => pending.delete(path));
     pending.set(path, promise);
   }
   return promise;
