@@ -167,7 +167,7 @@ releaseHeld();
 const opened = await holding;
 results.push(result("rss_mb", "1000-streams", rssHeld, "MB", "idle", rssBefore, "< 500 MB (absolute)"));
 
-writeReport("frontend", { ...config, failedStreams: failures, heldStreamsOpened: opened }, results);
+writeReport("frontend", { ...config, failedStreams: failures, heldStreamsOpened: opened }, results, { quick });
 for (const { child } of [bare, tdist, paced]) {
   child.kill("SIGTERM");
   await new Promise((resolve) => child.once("exit", resolve));

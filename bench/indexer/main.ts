@@ -301,4 +301,4 @@ for (const workers of config.workerCounts) {
   console.log(`${variant}: ${JSON.stringify(details[variant])}`);
 }
 
-writeReport("indexer", { ...config, quick, workloads: details }, results);
+writeReport("indexer", { ...config, quick, workloads: details }, results, { quick });

@@ -1,6 +1,6 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 /** One measured number, compared with a baseline measured in the same run. */
@@ -49,10 +49,31 @@ function round(value: number, digits = 2): number {
   return Math.round(value * scale) / scale;
 }
 
-const resultsDir = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "results");
+// This file runs as bench/dist/lib/results.js in a benchmark and as bench/lib/results.ts in tests.
+const libDir = dirname(fileURLToPath(import.meta.url));
+const benchDir = basename(dirname(libDir)) === "dist" ? join(libDir, "..", "..") : join(libDir, "..");
+const committedDir = join(benchDir, "results");
 
-/** Prints the table and writes `bench/results/<bench>.json` in the shape DESIGN.md fixes. */
-export function writeReport(bench: string, config: Record<string, unknown>, results: BenchResult[]): BenchReport {
+export interface ReportOptions {
+  /** A `--quick` run: reduced sizes, whose numbers must never replace the reported ones. */
+  quick: boolean;
+}
+
+/**
+ * Where a run writes its files: `bench/results/` (committed; docs/benchmarks.md
+ * reports it) for a full run, `bench/results/quick/` (gitignored) for `--quick`.
+ */
+export function resultsDirectory(options: ReportOptions): string {
+  return options.quick ? join(committedDir, "quick") : committedDir;
+}
+
+/** Prints the table and writes `<resultsDirectory>/<bench>.json` in the one shape every benchmark shares. */
+export function writeReport(
+  bench: string,
+  config: Record<string, unknown>,
+  results: BenchResult[],
+  options: ReportOptions,
+): BenchReport {
   const report: BenchReport = {
     bench,
     date: new Date().toISOString(),
@@ -71,9 +92,10 @@ export function writeReport(bench: string, config: Record<string, unknown>, resu
       goal: r.goal,
     })),
   );
-  mkdirSync(resultsDir, { recursive: true });
-  const file = join(resultsDir, `${bench}.json`);
+  const dir = resultsDirectory(options);
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, `${bench}.json`);
   writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
-  console.log(`wrote ${file}`);
+  console.log(`wrote ${file}${options.quick ? " (--quick: a scratch copy; the committed results are untouched)" : ""}`);
   return report;
 }

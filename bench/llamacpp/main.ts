@@ -291,7 +291,7 @@ const summary = Object.fromEntries(
     },
   ]),
 );
-writeReport("llamacpp", { ...config, measured: summary }, results);
+writeReport("llamacpp", { ...config, measured: summary }, results, { quick });
 
 for (const server of Object.values(servers)) {
   server.agent.destroy();

@@ -20,7 +20,8 @@
  * peer policies and kv at half and one and a half times the offered load
  * (`load_sweep` in the results' config): how the comparison moves with load.
  * Writes bench/results/routing-prefix.json, routing-mooncake.json and
- * docs/routing-prefix.svg, routing-mooncake.svg.
+ * docs/routing-prefix.svg, routing-mooncake.svg; a --quick run writes all four
+ * to bench/results/quick/ instead.
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -28,7 +29,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { DEFAULT_TIMING_MODEL, stepDurationMs } from "@tdist/engine-mocker";
 import { DEFAULT_OVERLAP_WEIGHT, type LlmRouterMode } from "@tdist/llm";
-import { type BenchResult, result, writeReport } from "../lib/results.js";
+import { type BenchResult, result, resultsDirectory, writeReport } from "../lib/results.js";
 import { percentile } from "../lib/stats.js";
 import { type ClusterOptions, type SimulationResult, simulate, type Workload } from "./simulation.js";
 import { barChartSvg } from "./svg-bar-chart.js";
@@ -429,8 +430,11 @@ async function runWorkload(name: "prefix" | "mooncake"): Promise<void> {
       },
     },
     results(summaries),
+    { quick },
   );
-  mkdirSync(docsDir, { recursive: true });
+  // The committed charts show the full run; a quick run's go beside its scratch results.
+  const chartDir = quick ? resultsDirectory({ quick }) : docsDir;
+  mkdirSync(chartDir, { recursive: true });
   const svg = barChartSvg(
     `Routing policies, ${name === "prefix" ? "prefix-sharing conversations" : "Mooncake-style trace"}`,
     `8 mocker workers, simulated time, same workload for every policy; ${summaries[0]?.requests ?? 0} requests; kv overlap weight ${overlapWeight}${quick ? " (--quick)" : ""}`,
@@ -462,8 +466,8 @@ async function runWorkload(name: "prefix" | "mooncake"): Promise<void> {
       ...sweepPanels,
     ],
   );
-  writeFileSync(join(docsDir, `routing-${name}.svg`), svg);
-  console.log(`wrote ${join(docsDir, `routing-${name}.svg`)}`);
+  writeFileSync(join(chartDir, `routing-${name}.svg`), svg);
+  console.log(`wrote ${join(chartDir, `routing-${name}.svg`)}`);
 }
 
 if (values.workload === undefined || values.workload === "prefix") await runWorkload("prefix");

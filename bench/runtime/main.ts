@@ -175,7 +175,7 @@ for (const plane of planeNames) {
   );
 }
 
-writeReport("runtime", config, results);
+writeReport("runtime", config, results, { quick });
 for (const caller of callers) await caller.shutdown({ graceMs: 0 });
 socket.destroy();
 child.stdin.end();
