@@ -1,5 +1,6 @@
 import { builtinModelAssets, type ModelAssets, type ServedModel, serveModel } from "@tdist/llm";
 import type { DistributedRuntime } from "@tdist/runtime";
+import { ECHO_CHAT_TEMPLATE } from "./echo-chat-template.js";
 import { createEchoEngine } from "./echo-engine.js";
 
 export interface EchoWorkerOptions {
@@ -8,11 +9,14 @@ export interface EchoWorkerOptions {
   /** Served model name. Default "echo". */
   modelName?: string;
   delayMsPerToken?: number;
-  /** Tokenizer and template; the built-in Qwen3 assets by default. */
+  /** Tokenizer; the built-in Qwen3 assets by default. Their chat template is replaced by `ECHO_CHAT_TEMPLATE`. */
   assets?: ModelAssets;
 }
 
-/** Serves the echo engine as a model worker: streams each prompt's tokens back. */
+/**
+ * Serves the echo engine as a model worker: streams each prompt's tokens
+ * back; a chat request gets its last user message's text back.
+ */
 export async function serveEchoWorker(runtime: DistributedRuntime, options: EchoWorkerOptions): Promise<ServedModel> {
   const assets = options.assets ?? builtinModelAssets();
   return serveModel(runtime, {
@@ -24,6 +28,7 @@ export async function serveEchoWorker(runtime: DistributedRuntime, options: Echo
       name: options.modelName ?? "echo",
       engine: "echo",
       ...assets.cardFields,
+      chatTemplate: ECHO_CHAT_TEMPLATE,
       kvBlockSize: 16,
       limits: {},
     },
