@@ -47,8 +47,8 @@ describe("openai frontend - embedded", () => {
 
   it("openai - completion echoes the prompt with usage equal to the tokenizer's counts", async () => {
     const prompt = "The quick brown fox jumps over the lazy dog. 你好，世界 🌍";
-    const completion = await openai.completions.create({ model: "echo", prompt });
     const count = tokenizer.encode(prompt).length;
+    const completion = await openai.completions.create({ model: "echo", prompt, max_tokens: 100 });
     expect(completion.choices[0]?.text).toBe(prompt);
     expect(completion.choices[0]?.finish_reason).toBe("stop");
     expect(completion.usage).toMatchObject({ prompt_tokens: count, completion_tokens: count, total_tokens: 2 * count });
@@ -59,6 +59,7 @@ describe("openai frontend - embedded", () => {
     const stream = await openai.completions.create({
       model: "echo",
       prompt,
+      max_tokens: 100,
       stream: true,
       stream_options: { include_usage: true },
     });
@@ -233,7 +234,7 @@ describe("openai frontend - embedded", () => {
     const controller = new AbortController();
     const prompt = "word ".repeat(2_000);
     const stream = await openai.completions.create(
-      { model: "echo", prompt, stream: true },
+      { model: "echo", prompt, max_tokens: 2_000, stream: true },
       { signal: controller.signal },
     );
     let chunks = 0;

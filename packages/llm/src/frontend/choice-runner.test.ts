@@ -96,10 +96,11 @@ describe("choice runner", () => {
 
   it("choice runner - a failure after output ends that choice with finish_reason error", async () => {
     const events: ChoiceEvent[] = [];
+    const died = new TdistError("disconnected", "connection to 127.0.0.1:1 closed");
     const breaks: Script = async function* () {
       yield { tokenIds: [1] };
       await Promise.resolve();
-      throw new Error("worker died");
+      throw died;
     };
     const entry = fakeEntry({ 1: breaks });
     await runChoices(
@@ -112,7 +113,7 @@ describe("choice runner", () => {
     );
     expect(events.map((e) => [e.text, e.finishReason, e.error])).toEqual([
       ["t1", undefined, undefined],
-      ["", "error", "worker died"],
+      ["", "error", died],
     ]);
   });
 

@@ -1,6 +1,6 @@
 import { TdistError } from "@tdist/runtime";
 import type { RoutingDecision } from "../kv-router/llm-router.js";
-import type { EngineOutput, FinishReason, TokenLogprob } from "../protocol/engine-output.js";
+import type { FinishReason, TokenLogprob } from "../protocol/engine-output.js";
 import type { PreprocessedRequest } from "../protocol/preprocessed-request.js";
 import type { ModelEntry } from "./model-manager.js";
 import type { ModelPipeline } from "./model-pipeline.js";
@@ -15,7 +15,10 @@ export interface ChoiceEvent {
   tokenIds: number[];
   logprobs?: TokenLogprob[];
   finishReason?: FinishReason;
-  error?: string;
+  /** Why the choice ended with `finish_reason: "error"`: what was thrown (a transport failure, with internal detail). */
+  error?: unknown;
+  /** The message an engine itself ended the choice with (`EngineOutput.error`), meant for the client. */
+  engineError?: string;
 }
 
 export interface ChoiceSpec {
@@ -26,6 +29,8 @@ export interface ChoiceSpec {
 export interface ChoiceTotals {
   /** The router's decision for the first choice (worker, cached blocks), when the router reports one. */
   decision?: RoutingDecision | undefined;
+  /** The instance the first choice was sent to, whatever the router (empty when routing failed). */
+  workerId?: string | undefined;
   completionTokens: number;
   cachedTokens: number;
   firstTokenAt: number | undefined;
@@ -73,11 +78,14 @@ export async function runChoices(
     // Routing happens inside generate(); the LLM router then knows the request by this id.
     const stream = entry.client.generate(request, { signal: controller.signal });
     const routedId = router?.requestIdOf(request);
-    if (routedId !== undefined && index === choices[0]?.index) totals.decision = router?.lastDecision(routedId);
+    if (index === choices[0]?.index) {
+      if (routedId !== undefined) totals.decision = router?.lastDecision(routedId);
+      if (stream.instanceId !== "") totals.workerId = stream.instanceId;
+    }
     let sawToken = false;
     let finished: FinishReason | undefined;
     try {
-      for await (const output of stream as AsyncIterable<EngineOutput>) {
+      for await (const output of stream) {
         if (output.cachedTokens) totals.cachedTokens = Math.max(totals.cachedTokens, output.cachedTokens);
         if (output.tokenIds.length > 0) {
           const now = performance.now();
@@ -92,7 +100,7 @@ export async function runChoices(
           // The decoder returns a fresh object per step: tag it in place (this runs once per token).
           const event = step as ChoiceEvent;
           event.index = index;
-          if (output.error) event.error = output.error;
+          if (output.error) event.engineError = output.error;
           emit(event);
         }
         if (step.finishReason) {
@@ -113,8 +121,7 @@ export async function runChoices(
         failedEarly ??= { error: err };
         controller.abort(RESPONSE_FINISHED);
       } else {
-        const message = err instanceof Error ? err.message : String(err);
-        emit({ index, text: "", tokenIds: [], finishReason: "error", error: message });
+        emit({ index, text: "", tokenIds: [], finishReason: "error", error: err });
       }
     } finally {
       if (routedId !== undefined) router?.onComplete(routedId);

@@ -1,12 +1,14 @@
 import type { AddressInfo } from "node:net";
+import cors from "@fastify/cors";
 import { type DistributedRuntime, type Logger, type RouterMode, type RouterPolicy, silentLogger } from "@tdist/runtime";
 import Fastify, { type FastifyError, type FastifyInstance } from "fastify";
 import type { LlmRouterMode } from "../kv-router/create-router-policy.js";
 import { FrontendMetrics } from "./frontend-metrics.js";
+import { InflightRequests } from "./inflight-requests.js";
 import { type KvRouterKnobs, ModelManager, type PipelineFactory } from "./model-manager.js";
 import type { ModelPipeline } from "./model-pipeline.js";
-import { HttpError, toHttpError } from "./openai-errors.js";
-import { registerOpenAIRoutes } from "./openai-routes.js";
+import { HttpError, logHttpError, toHttpError } from "./openai-errors.js";
+import { registerOpenAIRoutes, SHUTTING_DOWN } from "./openai-routes.js";
 
 export interface HttpFrontendOptions {
   runtime: DistributedRuntime;
@@ -20,18 +22,29 @@ export interface HttpFrontendOptions {
   kvRouter?: KvRouterKnobs;
   /** Only serve models registered in this namespace (default: every namespace). */
   namespace?: string;
-  /** Largest request body accepted; larger gets 413. Default 16 MiB. */
+  /**
+   * Largest request body accepted; larger gets 413 stating the limit. Default
+   * 16 MiB: above what any context fits (a prompt too long for its model's
+   * context is refused from its size, before it is tokenized).
+   */
   bodyLimitBytes?: number;
   logger?: Logger;
   metricsPrefix?: string;
+  /**
+   * Browser origins allowed to call the API (CORS), e.g. `["https://app.example.com"]`, or
+   * `["*"]` for any. Default none: no CORS headers, so browsers on other origins are refused.
+   */
+  corsOrigins?: readonly string[];
+  /** Serves `GET /status` with what this returns (the CLI: its runtime's discovery view); default no route. */
+  status?: () => Promise<unknown>;
 }
 
 /** How long `close()` lets in-flight requests run before cancelling them. */
 export const DEFAULT_CLOSE_GRACE_MS = 10_000;
-/** While closing, how often connections that went idle are closed. */
-const IDLE_SWEEP_MS = 50;
 /** After cancelling, how long streams get to write their last events before every connection is closed. */
 const CANCELLED_FLUSH_MS = 200;
+/** Paths still answered while draining (the process is alive; everything else gets `shutting_down`). */
+const ANSWERED_WHILE_DRAINING: ReadonlySet<string> = new Set(["/live", "/metrics"]);
 
 /**
  * The OpenAI-compatible HTTP frontend: `/v1/models`, `/v1/chat/completions`,
@@ -51,6 +64,8 @@ export class HttpFrontend {
     readonly url: string,
     readonly port: number,
     private readonly shutdown: AbortController,
+    private readonly inflight: InflightRequests,
+    private readonly draining: { value: boolean },
   ) {}
 
   static async start(options: HttpFrontendOptions): Promise<HttpFrontend> {
@@ -65,14 +80,26 @@ export class HttpFrontend {
       ...(options.namespace ? { namespace: options.namespace } : {}),
     });
     await models.start();
+    const bodyLimit = options.bodyLimitBytes ?? 16 * 1024 * 1024;
     const app = Fastify({
-      bodyLimit: options.bodyLimitBytes ?? 16 * 1024 * 1024,
+      bodyLimit,
       logger: false,
       ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
     });
-    app.setErrorHandler((error: FastifyError, _request, reply) => {
-      const httpError = fromFastifyError(error);
-      if (httpError.statusCode >= 500) logger.error({ err: error }, "request failed");
+    const corsOrigins = options.corsOrigins ?? [];
+    if (corsOrigins.length > 0) {
+      await app.register(cors, { origin: corsOrigins.includes("*") ? "*" : [...corsOrigins] });
+    }
+    const draining = { value: false };
+    // While draining the server keeps listening, so a new request, on a new connection too, hears why it is refused.
+    app.addHook("onRequest", async (request, reply) => {
+      if (!draining.value || ANSWERED_WHILE_DRAINING.has(request.url)) return;
+      await reply.status(503).header("connection", "close").send(SHUTTING_DOWN.body());
+    });
+    app.setErrorHandler((error: FastifyError, request, reply) => {
+      const httpError = fromFastifyError(error, bodyLimit);
+      const model = (request.body as { model?: unknown } | undefined)?.model;
+      logHttpError(logger, httpError, typeof model === "string" ? model : undefined);
       if (reply.raw.headersSent) {
         reply.raw.end();
         return;
@@ -85,48 +112,68 @@ export class HttpFrontend {
         .send(new HttpError(404, `no route for ${request.method} ${request.url}`, "not_found_error").body());
     });
     const shutdown = new AbortController();
-    registerOpenAIRoutes(app, { models, metrics, shutdown: shutdown.signal });
+    const inflight = new InflightRequests();
+    registerOpenAIRoutes(app, { models, metrics, shutdown: shutdown.signal, inflight, logger });
     app.get("/live", async () => ({ status: "live" }));
     app.get("/health", async (_request, reply) => {
-      const ready = models.hasLiveWorker();
-      const body = {
-        status: ready ? "healthy" : "unhealthy",
-        models: models.list().map((entry) => ({ name: entry.name, workers: entry.liveWorkers().length })),
-      };
-      return reply.status(ready ? 200 : 503).send(body);
+      const health = healthOf(models);
+      return reply.status(health.status === "healthy" ? 200 : 503).send(health);
     });
     app.get("/metrics", async (_request, reply) => {
       return reply.header("content-type", metrics.registry.contentType).send(await metrics.registry.metrics());
     });
+    const status = options.status;
+    if (status) app.get("/status", async () => status());
     const host = options.host ?? "127.0.0.1";
-    await app.listen({ host, port: options.port ?? 8000 });
+    try {
+      await app.listen({ host, port: options.port ?? 8000 });
+    } catch (err) {
+      await app.close();
+      throw err;
+    }
     const { port } = app.server.address() as AddressInfo;
     const shownHost = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host;
-    return new HttpFrontend(app, models, metrics, `http://${shownHost}:${port}`, port, shutdown);
+    return new HttpFrontend(app, models, metrics, `http://${shownHost}:${port}`, port, shutdown, inflight, draining);
   }
 
   /**
-   * Stops taking requests (new ones get a 503), lets those in flight run
-   * for up to `graceMs` (default 10 s), then cancels the rest down to their
-   * engines: a stream ends with its `cancelled` chunks and an error event
-   * (`shutting_down`), a unary request gets a 503.
+   * Stops taking requests: from now on new ones, on new connections too, get
+   * a 503 `shutting_down` (`/live` and `/metrics` still answer). Requests in
+   * flight run for up to `graceMs` (default 10 s), then are cancelled down to
+   * their engines: a stream ends with its `cancelled` chunks and an error
+   * event (`shutting_down`), a unary request gets a 503. The server stops
+   * listening once none is left.
    */
   async close(options: { graceMs?: number } = {}): Promise<void> {
+    if (this.draining.value) return;
+    this.draining.value = true;
     const graceMs = options.graceMs ?? DEFAULT_CLOSE_GRACE_MS;
-    const server = this.app.server;
-    const timer = setTimeout(() => {
+    let graceTimer: NodeJS.Timeout | undefined;
+    const graceEnded = new Promise<void>((resolve) => {
+      graceTimer = setTimeout(resolve, graceMs);
+    });
+    let flushTimer: NodeJS.Timeout | undefined;
+    const cancelled = graceEnded.then(() => {
       this.shutdown.abort();
-      // Cancelled streams write their last events at once; then no socket may hold the close up.
-      setTimeout(() => server.closeAllConnections(), CANCELLED_FLUSH_MS).unref();
-    }, graceMs);
-    // A keep-alive connection whose response ends while closing goes idle: close it then, not after
-    // the keep-alive timeout.
-    const idle = setInterval(() => server.closeIdleConnections(), IDLE_SWEEP_MS);
+      // Cancelled requests end at once; one that does not must not hold the close up.
+      return new Promise<void>((resolve) => {
+        flushTimer = setTimeout(resolve, CANCELLED_FLUSH_MS);
+      });
+    });
+    try {
+      await Promise.race([this.inflight.idle(), cancelled]);
+    } finally {
+      clearTimeout(graceTimer);
+      clearTimeout(flushTimer);
+    }
+    const server = this.app.server;
+    // What is left is idle keep-alive connections or responses being written: give those a moment, no more.
+    const closeAll = setTimeout(() => server.closeAllConnections(), CANCELLED_FLUSH_MS);
+    server.closeIdleConnections();
     try {
       await this.app.close();
     } finally {
-      clearTimeout(timer);
-      clearInterval(idle);
+      clearTimeout(closeAll);
     }
     await this.models.close();
   }
@@ -143,8 +190,31 @@ const FIELD_FORMS: Record<string, string> = {
   "messages.N.content": "a string, an array of content parts or null",
 };
 
+/**
+ * `/health`: healthy while every model has a live worker. A model whose
+ * workers are all unreachable (their connection failed; their lease has not
+ * expired yet) makes it unhealthy and is named; so does serving no model.
+ */
+function healthOf(models: ModelManager<ModelPipeline>): {
+  status: "healthy" | "unhealthy";
+  models: { name: string; status: "healthy" | "unhealthy"; workers: number; live_workers: number }[];
+  message?: string;
+} {
+  const entries = models.health().map((model) => ({
+    name: model.name,
+    status: model.liveWorkers > 0 ? ("healthy" as const) : ("unhealthy" as const),
+    workers: model.workers,
+    live_workers: model.liveWorkers,
+  }));
+  const down = entries.filter((entry) => entry.status === "unhealthy").map((entry) => JSON.stringify(entry.name));
+  if (entries.length === 0) return { status: "unhealthy", models: entries, message: "no model is served" };
+  if (down.length === 0) return { status: "healthy", models: entries };
+  const message = `${down.length === 1 ? "model" : "models"} ${down.join(", ")} ${down.length === 1 ? "has" : "have"} no live workers`;
+  return { status: "unhealthy", models: entries, message };
+}
+
 /** Turns fastify's own errors (validation, body parsing, size) into OpenAI error bodies. */
-function fromFastifyError(error: FastifyError): HttpError {
+function fromFastifyError(error: FastifyError, bodyLimit: number): HttpError {
   if (error instanceof HttpError) return error;
   if (error.validation && error.validation.length > 0) {
     const issue = error.validation[0];
@@ -162,7 +232,13 @@ function fromFastifyError(error: FastifyError): HttpError {
   }
   switch (error.code) {
     case "FST_ERR_CTP_BODY_TOO_LARGE":
-      return new HttpError(413, "request body is too large", "invalid_request_error", null, "body_too_large");
+      return new HttpError(
+        413,
+        `request body is larger than this server's limit of ${bodyLimit} bytes`,
+        "invalid_request_error",
+        null,
+        "body_too_large",
+      );
     case "FST_ERR_CTP_INVALID_JSON_BODY":
     case "FST_ERR_CTP_EMPTY_JSON_BODY":
       return HttpError.badRequest(`request body is not valid JSON: ${error.message}`, null, "invalid_json");

@@ -64,7 +64,24 @@ export interface ModelManagerOptions<P> {
   kvRouter?: KvRouterKnobs;
   /** Only watch cards in this namespace (default: all). */
   namespace?: string;
+  /**
+   * How long a worker whose connection failed counts as not live (out of
+   * routing and of `/health`) unless discovery re-announces it. Default: the
+   * runtime's lease TTL, by which time a dead worker's lease has expired and
+   * its card is gone; a shorter time would let a dead worker look live again
+   * until the next request to it fails.
+   */
+  workerDownMs?: number;
   logger: Logger;
+}
+
+/** A served model's health: live workers out of those registered. */
+export interface ModelHealth {
+  name: string;
+  /** Workers whose card is registered. */
+  workers: number;
+  /** Of those, the ones not known to be unreachable. */
+  liveWorkers: number;
 }
 
 interface MutableEntry<P> {
@@ -148,9 +165,13 @@ export class ModelManager<P> {
     return entry?.client && entry.pipeline ? (entry as ModelEntry<P>) : undefined;
   }
 
-  /** True when at least one ready model has a live worker. */
-  hasLiveWorker(): boolean {
-    return this.list().some((entry) => entry.liveWorkers().length > 0);
+  /** Every ready model with how many of its workers are live. */
+  health(): ModelHealth[] {
+    return this.list().map((entry) => ({
+      name: entry.name,
+      workers: entry.workers.size,
+      liveWorkers: entry.liveWorkers().length,
+    }));
   }
 
   /** Calls `listener` whenever models appear, become ready or disappear. */
@@ -305,7 +326,10 @@ export class ModelManager<P> {
         .namespace(namespace)
         .component(component)
         .endpoint(endpoint)
-        .client<PreprocessedRequest, EngineOutput>({ router });
+        .client<PreprocessedRequest, EngineOutput>({
+          router,
+          downInstanceMs: this.options.workerDownMs ?? this.runtime.options.leaseTtlMs,
+        });
       entry.liveWorkers = () => forModel(client.instances());
       if (this.entries.get(entry.name) !== entry) {
         await client.close();

@@ -3,6 +3,7 @@ import { randomBytes } from "node:crypto";
 const idPrefix = randomBytes(6).toString("hex");
 let idCounter = 0;
 
+import type { Logger } from "@tdist/runtime";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { CACHED_BLOCKS_HEADER, WORKER_HEADER } from "../kv-router/llm-router.js";
 import type { TokenLogprob } from "../protocol/engine-output.js";
@@ -20,9 +21,10 @@ import type {
 import type { PreprocessedRequest } from "../protocol/preprocessed-request.js";
 import { type ChoiceEvent, type ChoiceSpec, type ChoiceTotals, runChoices } from "./choice-runner.js";
 import type { FrontendMetrics } from "./frontend-metrics.js";
+import type { InflightRequests } from "./inflight-requests.js";
 import type { ModelEntry, ModelManager } from "./model-manager.js";
 import type { ModelPipeline } from "./model-pipeline.js";
-import { HttpError } from "./openai-errors.js";
+import { HttpError, logHttpError, toHttpError } from "./openai-errors.js";
 import { chatCompletionSchema, completionSchema } from "./openai-schemas.js";
 import { SseWriter } from "./sse-writer.js";
 
@@ -31,10 +33,22 @@ export interface RouteContext {
   metrics: FrontendMetrics;
   /** Aborted when the frontend's shutdown grace ends: requests still running are cancelled. */
   shutdown: AbortSignal;
+  /** Tracks the requests in flight, so that closing waits for them (and no longer once they are done). */
+  inflight: InflightRequests;
+  logger: Logger;
 }
 
 /** What a request cut short by shutdown gets: a 503 before its first byte, an SSE error event after. */
-const SHUTTING_DOWN = new HttpError(503, "the server is shutting down", "service_unavailable", null, "shutting_down");
+export const SHUTTING_DOWN = new HttpError(
+  503,
+  "the server is shutting down",
+  "service_unavailable",
+  null,
+  "shutting_down",
+  {
+    routine: true,
+  },
+);
 
 type Kind = "chat" | "completion";
 
@@ -53,10 +67,10 @@ interface RequestPlan {
 
 export function registerOpenAIRoutes(app: FastifyInstance, context: RouteContext): void {
   app.post("/v1/chat/completions", { schema: { body: chatCompletionSchema } }, (request, reply) =>
-    serve(context, request, reply, planChat(context, request.body as ChatCompletionRequest)),
+    handle(context, request, reply, () => planChat(context, request.body as ChatCompletionRequest)),
   );
   app.post("/v1/completions", { schema: { body: completionSchema } }, (request, reply) =>
-    serve(context, request, reply, planCompletion(context, request.body as CompletionRequest)),
+    handle(context, request, reply, () => planCompletion(context, request.body as CompletionRequest)),
   );
   app.get("/v1/models", async () => ({
     object: "list",
@@ -67,6 +81,24 @@ export function registerOpenAIRoutes(app: FastifyInstance, context: RouteContext
       owned_by: "tdist",
     })),
   }));
+}
+
+/** Plans and serves one request; whatever fails becomes the client-facing error for its model. */
+async function handle(
+  context: RouteContext,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  plan: () => RequestPlan,
+): Promise<unknown> {
+  const model = (request.body as { model: string }).model;
+  const leave = context.inflight.enter();
+  try {
+    return await serve(context, request, reply, plan());
+  } catch (err) {
+    throw toHttpError(err, model);
+  } finally {
+    leave();
+  }
 }
 
 function lookup(context: RouteContext, model: string): ModelEntry<ModelPipeline> {
@@ -103,9 +135,32 @@ function refuseUnsupported(body: ChatCompletionRequest | CompletionRequest): voi
   }
 }
 
+const NO_TOOL_CALLS = "this server does not parse tool calls from the output";
+
+/**
+ * Tool calling is refused until the server parses tool calls: a client that
+ * offers tools would otherwise get plain text where it expects tool calls.
+ * What clients send when they use no tools (no or empty `tools`, `tool_choice`
+ * "none", or "auto" with nothing to choose from) is served.
+ */
+function refuseToolCalling(body: ChatCompletionRequest): void {
+  const offered = (list: unknown[] | null | undefined): boolean => Array.isArray(list) && list.length > 0;
+  if (offered(body.tools)) throw HttpError.badRequest(`tools are not supported: ${NO_TOOL_CALLS}`, "tools");
+  if (offered(body.functions)) throw HttpError.badRequest(`functions are not supported: ${NO_TOOL_CALLS}`, "functions");
+  for (const param of ["tool_choice", "function_call"] as const) {
+    const choice = body[param];
+    if (choice === undefined || choice === null || choice === "none" || choice === "auto") continue;
+    throw HttpError.badRequest(
+      `${param} ${JSON.stringify(choice)} is not supported: ${NO_TOOL_CALLS} (only "none" and "auto" without tools)`,
+      param,
+    );
+  }
+}
+
 function planChat(context: RouteContext, body: ChatCompletionRequest): RequestPlan {
   const entry = lookup(context, body.model);
   refuseUnsupported(body);
+  refuseToolCalling(body);
   if (body.top_logprobs !== undefined && body.top_logprobs !== null && !body.logprobs) {
     throw HttpError.badRequest("top_logprobs requires logprobs to be true", "top_logprobs");
   }
@@ -127,6 +182,9 @@ function planChat(context: RouteContext, body: ChatCompletionRequest): RequestPl
 function planCompletion(context: RouteContext, body: CompletionRequest): RequestPlan {
   const entry = lookup(context, body.model);
   if (body.echo) throw HttpError.badRequest("echo is not supported", "echo");
+  if (body.suffix !== undefined && body.suffix !== null && body.suffix !== "") {
+    throw HttpError.badRequest("suffix is not supported: this server has no fill-in-the-middle completion", "suffix");
+  }
   if (body.best_of !== undefined && body.best_of !== null && body.best_of !== 1) {
     throw HttpError.badRequest("best_of is not supported (as in vLLM V1): use n with logprobs", "best_of");
   }
@@ -188,7 +246,13 @@ async function serve(
   let status = "success";
   try {
     if (plan.stream) {
-      await streamResponse(plan, reply, { cancel: cancel.signal, clientGone: clientGone.signal }, totals);
+      await streamResponse(
+        plan,
+        reply,
+        context.logger,
+        { cancel: cancel.signal, clientGone: clientGone.signal },
+        totals,
+      );
       if (clientGone.signal.aborted) {
         status = "disconnected";
         metrics.disconnects.inc({ model });
@@ -225,11 +289,14 @@ async function serve(
   }
 }
 
-/** `x-tdist-worker` / `x-tdist-cached-blocks`: where the router sent the request and what it expected cached. */
+/**
+ * `x-tdist-worker`: the instance the (first choice of the) request went to, under every router;
+ * `x-tdist-cached-blocks`: what an LLM router expected that worker to hold.
+ */
 function decisionHeaders(totals: ChoiceTotals): Record<string, string> {
   const decision = totals.decision;
-  if (!decision) return {};
-  return { [WORKER_HEADER]: decision.workerId, [CACHED_BLOCKS_HEADER]: String(decision.cachedBlocks) };
+  if (decision) return { [WORKER_HEADER]: decision.workerId, [CACHED_BLOCKS_HEADER]: String(decision.cachedBlocks) };
+  return totals.workerId === undefined ? {} : { [WORKER_HEADER]: totals.workerId };
 }
 
 function usageOf(plan: RequestPlan, totals: ChoiceTotals): Usage {
@@ -239,10 +306,6 @@ function usageOf(plan: RequestPlan, totals: ChoiceTotals): Usage {
     total_tokens: plan.promptTokens + totals.completionTokens,
     ...(totals.cachedTokens > 0 ? { prompt_tokens_details: { cached_tokens: totals.cachedTokens } } : {}),
   };
-}
-
-function _finishReason(event: ChoiceEvent): OpenAIFinishReason {
-  return event.finishReason ?? null;
 }
 
 /**
@@ -272,9 +335,25 @@ function chunkWriter(
   };
 }
 
+/** The client-facing error a choice ended with, if it ended with one. */
+function errorOf(event: ChoiceEvent, model: string): HttpError | undefined {
+  if (event.engineError !== undefined) {
+    // The engine's own words about the request (not a transport's internal addresses).
+    return new HttpError(
+      500,
+      `the engine serving model ${JSON.stringify(model)} failed: ${event.engineError}`,
+      "internal_server_error",
+      null,
+      "engine_error",
+    );
+  }
+  return event.error === undefined ? undefined : toHttpError(event.error, model);
+}
+
 async function streamResponse(
   plan: RequestPlan,
   reply: FastifyReply,
+  logger: Logger,
   { cancel, clientGone }: { cancel: AbortSignal; clientGone: AbortSignal },
   totals: ChoiceTotals,
 ): Promise<void> {
@@ -311,8 +390,10 @@ async function streamResponse(
       if (clientGone.aborted) return;
       sse ??= start();
       sse.sendJson(chunkOf(event));
-      if (event.error) {
-        sse.send({ error: { message: event.error, type: "internal_server_error", param: null, code: null } });
+      const error = errorOf(event, plan.entry.name);
+      if (error) {
+        logHttpError(logger, error, plan.entry.name);
+        sse.send(error.body());
       }
     },
     () => sse?.backpressure,

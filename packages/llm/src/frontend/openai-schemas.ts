@@ -52,6 +52,16 @@ const common = {
   response_format: {
     anyOf: [{ type: "object", required: ["type"], properties: { type: { type: "string" } } }, { type: "null" }],
   },
+  logit_bias: {
+    anyOf: [
+      {
+        type: "object",
+        maxProperties: 300,
+        additionalProperties: { type: "number", minimum: -100, maximum: 100 },
+      },
+      { type: "null" },
+    ],
+  },
   nvext: {
     type: "object",
     properties: {
@@ -95,7 +105,10 @@ export const chatCompletionSchema = {
     max_completion_tokens: nullableInteger(1),
     logprobs: { anyOf: [{ type: "boolean" }, { type: "null" }] },
     top_logprobs: nullableInteger(0, 20),
-    tools: { type: "array", items: { type: "object" } },
+    tools: { anyOf: [{ type: "array", items: { type: "object" } }, { type: "null" }] },
+    tool_choice: { anyOf: [{ type: "string" }, { type: "object" }, { type: "null" }] },
+    functions: { anyOf: [{ type: "array", items: { type: "object" } }, { type: "null" }] },
+    function_call: { anyOf: [{ type: "string" }, { type: "object" }, { type: "null" }] },
     chat_template_kwargs: { type: "object" },
   },
 } as const;
@@ -116,5 +129,6 @@ export const completionSchema = {
     logprobs: nullableInteger(0, 20),
     echo: { type: "boolean" },
     best_of: nullableInteger(1),
+    suffix: { anyOf: [{ type: "string" }, { type: "null" }] },
   },
 } as const;

@@ -24,6 +24,7 @@ function samplingOf(body: CommonRequestFields): SamplingOptions {
     presencePenalty: body.presence_penalty,
     frequencyPenalty: body.frequency_penalty,
     repetitionPenalty: body.repetition_penalty,
+    logitBias: body.logit_bias,
   } as SamplingOptions);
 }
 
@@ -41,14 +42,19 @@ function routerAnnotations(body: CommonRequestFields): Record<string, string> | 
   return Object.keys(annotations).length > 0 ? annotations : undefined;
 }
 
+/** OpenAI's and vLLM's `max_tokens` default for completions (chat gets whatever the context has left). */
+export const DEFAULT_COMPLETION_MAX_TOKENS = 16;
+
 function paramsOf(
   body: CommonRequestFields,
   maxTokens: number | null | undefined,
   logprobs: number | undefined,
+  defaultMaxTokens?: number,
 ): GenerationParams {
   const annotations = routerAnnotations(body);
   return {
     maxTokens: maxTokens ?? null,
+    ...(defaultMaxTokens === undefined ? {} : { defaultMaxTokens }),
     minTokens: body.min_tokens ?? null,
     stop: body.stop ?? null,
     stopTokenIds: body.stop_token_ids ?? null,
@@ -96,7 +102,7 @@ export class TokenizerPipeline implements ModelPipeline {
   preprocessCompletion(body: CompletionRequest, prompt: string | number[]): PreprocessedInput {
     const result = this.preprocessor.preprocessCompletion(
       { prompt },
-      paramsOf(body, body.max_tokens, body.logprobs ?? undefined),
+      paramsOf(body, body.max_tokens, body.logprobs ?? undefined, DEFAULT_COMPLETION_MAX_TOKENS),
     );
     return { request: result.request, stopStrings: result.stopStrings };
   }

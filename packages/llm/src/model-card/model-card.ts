@@ -29,8 +29,6 @@ export interface ModelCard {
   contextLength: number;
   kvBlockSize: number;
   limits: { totalKvBlocks?: number; maxSequences?: number };
-  /** How many times the frontend may migrate a request of this model to another worker. */
-  migrationLimit?: number;
 }
 
 export function modelCardPrefix(): string {

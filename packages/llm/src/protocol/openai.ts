@@ -46,6 +46,11 @@ export interface CommonRequestFields {
   min_tokens?: number;
   /** Only `{ type: "text" }` is served: there is no guided (JSON) decoding. */
   response_format?: { type: string } | null;
+  /**
+   * Token id (decimal string) to a bias in [-100, 100] added to its logit
+   * before sampling; at most 300 entries, ids inside the model's vocabulary.
+   */
+  logit_bias?: Record<string, number> | null;
   /** Dynamo's request extensions (see `NvExt`). */
   nvext?: NvExt;
 }
@@ -69,8 +74,14 @@ export interface ChatCompletionRequest extends CommonRequestFields {
   max_completion_tokens?: number | null;
   logprobs?: boolean | null;
   top_logprobs?: number | null;
-  tools?: unknown[];
+  /** Refused when non-empty: tool calls are not parsed from the output yet. */
+  tools?: unknown[] | null;
+  /** Only `"none"`, or `"auto"` without tools. */
   tool_choice?: unknown;
+  /** The deprecated form of `tools`; refused when non-empty. */
+  functions?: unknown[] | null;
+  /** The deprecated form of `tool_choice`; only `"none"` / `"auto"`. */
+  function_call?: unknown;
   chat_template_kwargs?: Record<string, unknown>;
 }
 
@@ -80,6 +91,8 @@ export interface CompletionRequest extends CommonRequestFields {
   echo?: boolean;
   /** Accepted only as 1 (what some clients send by default), as in vLLM V1. */
   best_of?: number | null;
+  /** Refused unless empty: no fill-in-the-middle completion. */
+  suffix?: string | null;
 }
 
 export interface Usage {
