@@ -9,9 +9,11 @@ import {
   type KvEventPublisher,
   KvEventSink,
   LOAD_METRICS_TOPIC,
+  LOGIT_BIAS_LIMIT,
   type ModelAssets,
   type ModelCard,
   type PreprocessedRequest,
+  parseLogitBias,
   SequenceKvTracker,
   type TokenLogprob,
   type WorkerLoadMetrics,
@@ -35,7 +37,6 @@ import {
   type ResolvedLlamaCppEngineOptions,
   resolveLlamaCppEngineOptions,
 } from "./llamacpp-options.js";
-import { LOGIT_BIAS_LIMIT, parseLogitBias } from "./logit-bias.js";
 import { llamaCppWorkerEntry } from "./worker-entry.js";
 
 /** Where the engine's KV events and load metrics go (`LlamaCppEngineOptions.events`). */

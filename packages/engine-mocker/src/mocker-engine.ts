@@ -7,11 +7,11 @@ import {
   KvEventSink,
   type KvStoredBlock,
   type PreprocessedRequest,
+  parseLogitBias,
   type WorkerLoadMetrics,
 } from "@tdist/llm";
 import { type Context, TdistError } from "@tdist/runtime";
 import { type KvBlock, KvBlockPool } from "./kv-block-pool.js";
-import { parseLogitBias } from "./logit-bias.js";
 import { type MockerEngineOptions, type ResolvedMockerOptions, resolveMockerOptions } from "./mocker-options.js";
 import { MockerSequence } from "./mocker-sequence.js";
 import { type StepWork, stepDurationMs } from "./timing-model.js";

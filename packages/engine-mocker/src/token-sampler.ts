@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
+import { LOGIT_BIAS_LIMIT } from "@tdist/llm";
 import { TdistError } from "@tdist/runtime";
-import { LOGIT_BIAS_LIMIT } from "./logit-bias.js";
 
 export interface TokenSamplerOptions {
   seed: number;

@@ -136,6 +136,7 @@ export {
   tokenizerConfigFromCard,
 } from "./preprocessor/tokenizer-config.js";
 export type { EngineOutput, FinishReason, TokenLogprob } from "./protocol/engine-output.js";
+export { LOGIT_BIAS_LIMIT, parseLogitBias } from "./protocol/logit-bias.js";
 export type * from "./protocol/openai.js";
 export type {
   OutputOptions,

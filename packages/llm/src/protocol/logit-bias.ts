@@ -4,7 +4,7 @@ import { TdistError } from "@tdist/runtime";
 export const LOGIT_BIAS_LIMIT = 100;
 
 /**
- * `sampling.logitBias` checked against a vocabulary: keys are decimal token
+ * `sampling.logitBias` checked against a vocabulary, by every engine that samples: keys are decimal token
  * ids in `[0, vocabSize)`, values finite numbers in [-100, 100].
  */
 export function parseLogitBias(value: unknown, vocabSize: number): Map<number, number> {
