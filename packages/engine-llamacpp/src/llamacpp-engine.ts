@@ -161,7 +161,7 @@ class WorkerChild {
     const keepTail = (chunk: Buffer): void => {
       const text = chunk.toString("utf8");
       this.#stderrTail = (this.#stderrTail + text).slice(-4096);
-      for (const line of text.split("\n")) if (line.trim() !== "") logger.debug({ pid: process.pid }, line);
+      for (const line of text.split("\n")) if (line.trim() !== "") logger.debug({ enginePid: process.pid }, line);
     };
     process.stderr?.on("data", keepTail);
     process.stdout?.on("data", keepTail);
@@ -753,7 +753,7 @@ export class LlamaCppEngine {
             child.markLoaded();
             this.#lastReady = message.ready;
             this.#logger.info(
-              { pid: message.ready.pid, modelPath: path, loadMs: Math.round(message.ready.loadMs) },
+              { enginePid: message.ready.pid, modelPath: path, loadMs: Math.round(message.ready.loadMs) },
               "llama.cpp model loaded",
             );
             settle();
@@ -897,7 +897,7 @@ export class LlamaCppEngine {
     for (const call of child.calls.values()) call.reject(new TdistError("internal", reason));
     child.calls.clear();
     if (child.closing || this.#state === "closed" || child.ready === undefined || this.#child !== child) return;
-    this.#logger.error({ pid: child.process.pid, modelPath: this.options.modelPath }, `${reason}; restarting it`);
+    this.#logger.error({ enginePid: child.process.pid, modelPath: this.options.modelPath }, `${reason}; restarting it`);
     const now = Date.now();
     this.#crashes = this.#crashes.filter((at) => now - at < this.options.restartWindowMs);
     this.#crashes.push(now);

@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { childPids, type EtcdServer, NodeProcess, processAlive, startEtcd } from "@tdist/testkit";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { duplicatedKeys } from "../testing/json-keys.js";
 
 const CLI = "packages/cli/dist/main.js";
 /** Shared with the engine's own tests, so the tiny model is generated once per machine. */
@@ -31,7 +32,8 @@ describe("tdist run as a process", () => {
         name: `run-${signal}`,
         script: CLI,
         args: ["run", "--engine", "llamacpp", "--port", "0", "--host", "127.0.0.1"],
-        env: { TDIST_LOG_LEVEL: "warn", TDIST_CACHE_DIR: TEST_CACHE_DIR },
+        // Debug JSON logs, so every component and the engine child's lines are checked for duplicated keys.
+        env: { TDIST_LOG_LEVEL: "debug", TDIST_LOG_FORMAT: "json", TDIST_CACHE_DIR: TEST_CACHE_DIR },
       });
       processes.push(run);
       const [, url] = (await run.waitForOutput(/OpenAI API at (http:\/\/[^\s]+)\/v1/, 90_000)) as RegExpMatchArray;
@@ -56,6 +58,9 @@ describe("tdist run as a process", () => {
       // Before the fix the process stayed up after "runtime stopped": its engine child kept the event loop alive.
       expect(await run.exited(15_000)).toMatchObject({ code: 0 });
       expect(engines.filter(processAlive)).toEqual([]);
+      const logLines = run.output.split("\n").filter((line) => line.startsWith('{"level"'));
+      expect(logLines.length).toBeGreaterThan(3);
+      expect(logLines.filter((line) => duplicatedKeys(line).length > 0)).toEqual([]);
     }, 120_000);
   }
 
