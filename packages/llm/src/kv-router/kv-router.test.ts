@@ -1,4 +1,4 @@
-import { eventSubject, type Instance, MemoryEventBus, MemoryEventPlane, mulberry32, TdistError } from "@tdist/runtime";
+import { eventSubject, type Instance, MemoryEventBus, MemoryEventPlane, mulberry32 } from "@tdist/runtime";
 import { Registry } from "prom-client";
 import { afterEach, describe, expect, it } from "vitest";
 import { computeBlockHashes } from "../kv/block-hash.js";
