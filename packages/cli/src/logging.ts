@@ -26,6 +26,7 @@ export function createLogger(settings: LoggerSettings): Logger {
       sync: true,
       translateTime: "SYS:HH:MM:ss.l",
       ignore: "pid,hostname",
+      singleLine: true,
     });
     return pino(options, destination) as unknown as Logger;
   }
