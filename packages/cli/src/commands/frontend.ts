@@ -40,7 +40,8 @@ export const frontendCommand: CommandDefinition = {
         printFrontendBanner(
           context.io,
           frontend,
-          `tdist frontend (discovery ${runtime.discovery.kind}, namespace ${namespace ?? "*"})`,
+          "tdist frontend",
+          `(discovery ${runtime.discovery.kind}, namespace ${namespace ?? "*"})`,
         );
         return { shutdownWaitsFor: frontendShutdown(frontend, env) };
       });

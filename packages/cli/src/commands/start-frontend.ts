@@ -62,8 +62,8 @@ export function boundAddress(frontend: HttpFrontend): string {
 }
 
 /** Writes the "what now" lines for a started frontend. */
-export function printFrontendBanner(io: CliIo, frontend: HttpFrontend, heading: string): void {
-  io.out(`${heading} at ${frontend.url}/v1`);
+export function printFrontendBanner(io: CliIo, frontend: HttpFrontend, heading: string, detail = ""): void {
+  io.out(`${heading} at ${frontend.url}/v1${detail ? ` ${detail}` : ""}`);
   io.out(`  listening: ${boundAddress(frontend)}`);
 }
 

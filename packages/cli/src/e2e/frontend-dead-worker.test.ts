@@ -10,6 +10,7 @@ import { DistributedRuntime, type Logger, withTimeout } from "@tdist/runtime";
 import { type EtcdServer, NodeProcess, startEtcd } from "@tdist/testkit";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { sseEvents } from "../testing/sse-events.js";
 
 const BOUND_MS = 20_000;
 const MODEL = "doomed";
@@ -34,23 +35,6 @@ function recordingLogger(lines: LogLine[]): Logger {
     child: () => logger,
   };
   return logger;
-}
-
-/** The parsed `data:` events of an SSE body, `[DONE]` as the string; stops at the end of the body. */
-async function sseEvents(response: Response, onEvent: (count: number) => void): Promise<unknown[]> {
-  const events: unknown[] = [];
-  let pending = "";
-  const decoder = new TextDecoder();
-  for await (const bytes of response.body as unknown as AsyncIterable<Uint8Array>) {
-    pending += decoder.decode(bytes, { stream: true });
-    for (let at = pending.indexOf("\n\n"); at >= 0; at = pending.indexOf("\n\n")) {
-      const data = pending.slice(0, at).replace(/^data: /, "");
-      pending = pending.slice(at + 2);
-      events.push(data === "[DONE]" ? data : JSON.parse(data));
-      onEvent(events.length);
-    }
-  }
-  return events;
 }
 
 describe("frontend - a dead worker", () => {

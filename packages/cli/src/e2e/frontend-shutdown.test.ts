@@ -9,6 +9,7 @@ import { HttpFrontend, TokenizerPipeline } from "@tdist/llm";
 import { DistributedRuntime, MemoryDiscoveryStore, withTimeout } from "@tdist/runtime";
 import OpenAI from "openai";
 import { afterAll, describe, expect, it } from "vitest";
+import { sseEvents } from "../testing/sse-events.js";
 
 const BOUND_MS = 15_000;
 
@@ -47,19 +48,9 @@ describe("frontend shutdown", () => {
         stream: true,
       }),
     });
-    const events: unknown[] = [];
-    let pending = "";
-    const decoder = new TextDecoder();
-    for await (const bytes of response.body as unknown as AsyncIterable<Uint8Array>) {
-      pending += decoder.decode(bytes, { stream: true });
-      for (let at = pending.indexOf("\n\n"); at >= 0; at = pending.indexOf("\n\n")) {
-        const data = pending.slice(0, at).replace(/^data: /, "");
-        pending = pending.slice(at + 2);
-        events.push(data === "[DONE]" ? data : JSON.parse(data));
-        if (events.length === 1) onFirst();
-      }
-    }
-    return events;
+    return sseEvents(response, (count) => {
+      if (count === 1) onFirst();
+    });
   }
 
   afterAll(async () => {
