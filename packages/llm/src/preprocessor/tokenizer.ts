@@ -39,6 +39,8 @@ interface BuiltVocabulary {
   addedTokens: AddedTokenJson[];
   normalizer: unknown;
   decoder: unknown;
+  /** The options the HF tokenizer was built with (to build the same one in a worker thread). */
+  hfConfig: Readonly<Record<string, unknown>>;
   loadMs: number;
 }
 
@@ -95,6 +97,7 @@ function buildVocabulary(
     addedTokens,
     normalizer: parsed.normalizer,
     decoder: parsed.decoder,
+    hfConfig,
     loadMs: performance.now() - started,
   };
 }
@@ -158,6 +161,11 @@ export class Tokenizer {
   readonly decodeStrategy: TokenDecodeStrategy;
   /** Milliseconds it took to parse tokenizer.json and build the vocabulary (shared builds report the first). */
   readonly loadMs: number;
+  /**
+   * The tokenizer_config fields the HF tokenizer was built with: with the
+   * same tokenizer.json they build an identical one (in a worker thread).
+   */
+  readonly hfConfig: Readonly<Record<string, unknown>>;
 
   readonly #hf: HfTokenizerApi;
   readonly #addedTokenIds: ReadonlySet<number>;
@@ -186,6 +194,7 @@ export class Tokenizer {
     this.addBosToken = config.add_bos_token === true;
     this.decodeStrategy = tokenDecodeStrategy(vocabulary.decoder);
     this.loadMs = vocabulary.loadMs;
+    this.hfConfig = vocabulary.hfConfig;
     this.#unicodeForm = unicodeFormOf(vocabulary.normalizer);
   }
 
@@ -250,7 +259,16 @@ export class Tokenizer {
 
   encode(text: string, options: EncodeOptions = {}): number[] {
     const addSpecialTokens = options.addSpecialTokens ?? true;
-    const ids = this.#hf.encode(text, { add_special_tokens: addSpecialTokens }).ids;
+    return this.finishEncoding(this.#hf.encode(text, { add_special_tokens: addSpecialTokens }).ids, options);
+  }
+
+  /**
+   * What `encode` does after the HF tokenizer: the `add_bos_token` rule. For
+   * ids an identical HF tokenizer computed elsewhere (a worker thread), so
+   * they end up as `encode`'s. Modifies and returns `ids`.
+   */
+  finishEncoding(ids: number[], options: EncodeOptions = {}): number[] {
+    const addSpecialTokens = options.addSpecialTokens ?? true;
     if (addSpecialTokens && this.addBosToken && this.bosTokenId !== undefined && ids[0] !== this.bosTokenId) {
       ids.unshift(this.bosTokenId);
     }
