@@ -129,7 +129,7 @@ function modelInstanceFilter(entry: { workers: Map<string, ModelWorker>; workers
  * appears when its first worker registers a card (after its tokenizer is
  * fetched and verified) and disappears when its last worker's card goes.
  */
-export class ModelManager<P> {
+export class ModelManager<P extends { close?(): Promise<void> }> {
   private readonly entries = new Map<string, MutableEntry<P>>();
   private readonly byKey = new Map<string, string>();
   private readonly closeController = new AbortController();
@@ -197,6 +197,7 @@ export class ModelManager<P> {
       await entry.loading?.catch(() => {});
       await entry.client?.close();
       await entry.llmRouter?.close();
+      await entry.pipeline?.close?.();
     }
     this.entries.clear();
   }
@@ -333,6 +334,7 @@ export class ModelManager<P> {
       entry.liveWorkers = () => forModel(client.instances());
       if (this.entries.get(entry.name) !== entry) {
         await client.close();
+        await pipeline.close?.();
         return;
       }
       entry.pipeline = pipeline;
@@ -362,6 +364,7 @@ export class ModelManager<P> {
     this.entries.delete(name);
     void entry.client?.close();
     void entry.llmRouter?.close();
+    void entry.pipeline?.close?.();
     this.options.logger.info({ model: name }, "model removed");
     this.notify();
   }

@@ -29,11 +29,26 @@ export interface PreprocessedInput {
   stopStrings: string[];
 }
 
+/** Per-call options of preprocessing: `signal` stops waiting for a prompt's tokenization. */
+export interface PreprocessCall {
+  signal?: AbortSignal;
+}
+
 export interface ModelPipeline {
-  /** Throws a `bad_request` TdistError (with `param` when it can) for invalid or too-long input. */
-  preprocessChat(request: ChatCompletionRequest): PreprocessedInput;
-  preprocessCompletion(request: CompletionRequest, prompt: string | number[]): PreprocessedInput;
+  /**
+   * Throws (or rejects with) a `bad_request` TdistError (with `param` when it
+   * can) for invalid or too-long input. May answer asynchronously: a large
+   * prompt is tokenized off the event loop.
+   */
+  preprocessChat(request: ChatCompletionRequest, call?: PreprocessCall): PreprocessedInput | Promise<PreprocessedInput>;
+  preprocessCompletion(
+    request: CompletionRequest,
+    prompt: string | number[],
+    call?: PreprocessCall,
+  ): PreprocessedInput | Promise<PreprocessedInput>;
   decoder(request: PreprocessedRequest, stopStrings: readonly string[]): ChoiceDecoder;
   /** The text of one token, for logprobs. */
   tokenText(tokenId: number): string;
+  /** Releases what the pipeline holds (its tokenizer thread); the model manager calls it when the model goes. */
+  close?(): Promise<void>;
 }

@@ -67,10 +67,10 @@ interface RequestPlan {
 
 export function registerOpenAIRoutes(app: FastifyInstance, context: RouteContext): void {
   app.post("/v1/chat/completions", { schema: { body: chatCompletionSchema } }, (request, reply) =>
-    handle(context, request, reply, () => planChat(context, request.body as ChatCompletionRequest)),
+    handle(context, request, reply, (signal) => planChat(context, request.body as ChatCompletionRequest, signal)),
   );
   app.post("/v1/completions", { schema: { body: completionSchema } }, (request, reply) =>
-    handle(context, request, reply, () => planCompletion(context, request.body as CompletionRequest)),
+    handle(context, request, reply, (signal) => planCompletion(context, request.body as CompletionRequest, signal)),
   );
   app.get("/v1/models", async () => ({
     object: "list",
@@ -88,12 +88,24 @@ async function handle(
   context: RouteContext,
   request: FastifyRequest,
   reply: FastifyReply,
-  plan: () => RequestPlan,
+  plan: (signal: AbortSignal) => Promise<RequestPlan>,
 ): Promise<unknown> {
   const model = (request.body as { model: string }).model;
   const leave = context.inflight.enter();
+  // A client that leaves while its prompt is tokenized off the event loop stops the wait.
+  const planning = new AbortController();
+  const onClose = (): void => {
+    if (!reply.raw.writableFinished) planning.abort();
+  };
+  reply.raw.once("close", onClose);
   try {
-    return await serve(context, request, reply, plan());
+    let planned: RequestPlan;
+    try {
+      planned = await plan(planning.signal);
+    } finally {
+      reply.raw.off("close", onClose);
+    }
+    return await serve(context, request, reply, planned);
   } catch (err) {
     throw toHttpError(err, model);
   } finally {
@@ -157,14 +169,14 @@ function refuseToolCalling(body: ChatCompletionRequest): void {
   }
 }
 
-function planChat(context: RouteContext, body: ChatCompletionRequest): RequestPlan {
+async function planChat(context: RouteContext, body: ChatCompletionRequest, signal: AbortSignal): Promise<RequestPlan> {
   const entry = lookup(context, body.model);
   refuseUnsupported(body);
   refuseToolCalling(body);
   if (body.top_logprobs !== undefined && body.top_logprobs !== null && !body.logprobs) {
     throw HttpError.badRequest("top_logprobs requires logprobs to be true", "top_logprobs");
   }
-  const { request, stopStrings } = entry.pipeline.preprocessChat(body);
+  const { request, stopStrings } = await entry.pipeline.preprocessChat(body, { signal });
   return {
     kind: "chat",
     entry,
@@ -179,7 +191,11 @@ function planChat(context: RouteContext, body: ChatCompletionRequest): RequestPl
   };
 }
 
-function planCompletion(context: RouteContext, body: CompletionRequest): RequestPlan {
+async function planCompletion(
+  context: RouteContext,
+  body: CompletionRequest,
+  signal: AbortSignal,
+): Promise<RequestPlan> {
   const entry = lookup(context, body.model);
   if (body.echo) throw HttpError.badRequest("echo is not supported", "echo");
   if (body.suffix !== undefined && body.suffix !== null && body.suffix !== "") {
@@ -194,12 +210,12 @@ function planCompletion(context: RouteContext, body: CompletionRequest): Request
   const choices: ChoiceSpec[] = [];
   let promptTokens = 0;
   let stops: string[] = [];
-  prompts.forEach((prompt, promptIndex) => {
-    const { request, stopStrings } = entry.pipeline.preprocessCompletion(body, prompt);
+  for (const [promptIndex, prompt] of prompts.entries()) {
+    const { request, stopStrings } = await entry.pipeline.preprocessCompletion(body, prompt, { signal });
     stops = stopStrings;
     promptTokens += request.tokenIds.length;
     choices.push(...expandChoices(request, n, promptIndex * n));
-  });
+  }
   return {
     kind: "completion",
     entry,

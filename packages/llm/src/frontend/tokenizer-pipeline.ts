@@ -1,6 +1,7 @@
 import { ResponseAssembler } from "../backend/response-assembler.js";
 import { ROUTER_OVERLAP_WEIGHT_ANNOTATION, ROUTER_TEMPERATURE_ANNOTATION } from "../kv-router/llm-router.js";
 import type { ModelCard } from "../model-card/model-card.js";
+import { OffThreadTokenizer } from "../preprocessor/off-thread-tokenizer.js";
 import { type GenerationParams, Preprocessor } from "../preprocessor/preprocessor.js";
 import { loadTokenizer } from "../preprocessor/tokenizer.js";
 import { tokenizerConfigFromCard } from "../preprocessor/tokenizer-config.js";
@@ -65,46 +66,83 @@ function paramsOf(
   };
 }
 
+export interface TokenizerPipelineOptions {
+  /** How long one large prompt may take to tokenize in the thread. Default: `TDIST_TOKENIZE_TIMEOUT_MS`. */
+  tokenizeTimeoutMs?: number;
+  /** UTF-8 size from which prompts are tokenized in the thread. Default: the preprocessor's 16 KiB. */
+  offThreadMinBytes?: number;
+}
+
 /**
  * The frontend's per-model pipeline over the model's real tokenizer and chat
  * template: OpenAI request → template → tokens, and engine tokens → text via
- * the incremental detokenizer and stop-string matcher.
+ * the incremental detokenizer and stop-string matcher. Prompts of 16 KiB or
+ * more are tokenized in a worker thread with its own copy of the tokenizer
+ * (started on the first such prompt; `close()` stops it), so one that takes
+ * seconds does not hold up the other requests.
  */
 export class TokenizerPipeline implements ModelPipeline {
   private readonly preprocessor: Preprocessor;
+  private readonly offThread: OffThreadTokenizer;
 
-  constructor(card: ModelCard, tokenizerJson: string) {
+  constructor(card: ModelCard, tokenizerJson: string, options: TokenizerPipelineOptions = {}) {
     const tokenizer = loadTokenizer({
       tokenizerJson,
       tokenizerConfig: tokenizerConfigFromCard(card),
       sha256: card.tokenizer.sha256,
     });
-    this.preprocessor = new Preprocessor({ card, tokenizer });
+    this.offThread = new OffThreadTokenizer({
+      tokenizer,
+      tokenizerJson,
+      ...(options.tokenizeTimeoutMs === undefined ? {} : { timeoutMs: options.tokenizeTimeoutMs }),
+    });
+    this.preprocessor = new Preprocessor({
+      card,
+      tokenizer,
+      offThread: this.offThread,
+      ...(options.offThreadMinBytes === undefined ? {} : { offThreadMinBytes: options.offThreadMinBytes }),
+    });
   }
 
   static async create(card: ModelCard, tokenizerJson: string): Promise<ModelPipeline> {
     return new TokenizerPipeline(card, tokenizerJson);
   }
 
-  preprocessChat(body: ChatCompletionRequest): PreprocessedInput {
+  async preprocessChat(body: ChatCompletionRequest, call: { signal?: AbortSignal } = {}): Promise<PreprocessedInput> {
     const logprobs = body.logprobs ? (body.top_logprobs ?? 0) : undefined;
-    const result = this.preprocessor.preprocessChat(
+    const result = await this.preprocessor.preprocessChatAsync(
       {
         messages: body.messages as never,
         ...(body.tools ? { tools: body.tools as never } : {}),
         ...(body.chat_template_kwargs ? { chatTemplateKwargs: body.chat_template_kwargs } : {}),
       },
       paramsOf(body, body.max_completion_tokens ?? body.max_tokens, logprobs),
+      call,
     );
     return { request: result.request, stopStrings: result.stopStrings };
   }
 
-  preprocessCompletion(body: CompletionRequest, prompt: string | number[]): PreprocessedInput {
-    const result = this.preprocessor.preprocessCompletion(
+  async preprocessCompletion(
+    body: CompletionRequest,
+    prompt: string | number[],
+    call: { signal?: AbortSignal } = {},
+  ): Promise<PreprocessedInput> {
+    const result = await this.preprocessor.preprocessCompletionAsync(
       { prompt },
       paramsOf(body, body.max_tokens, body.logprobs ?? undefined, DEFAULT_COMPLETION_MAX_TOKENS),
+      call,
     );
     return { request: result.request, stopStrings: result.stopStrings };
+  }
+
+  /** Tokenizer threads running (0 until the first large prompt, and after `close()`). */
+  get tokenizerThreads(): number {
+    return this.offThread.liveThreads;
+  }
+
+  /** Stops the tokenizer thread (prompts waiting for it are refused with `shutting_down`). */
+  async close(): Promise<void> {
+    await this.offThread.close();
   }
 
   decoder(request: PreprocessedRequest, stopStrings: readonly string[]): ChoiceDecoder {
