@@ -51,6 +51,8 @@ describe("startup failures - serving commands as processes", () => {
     // The worker had started (its endpoints served) and was stopped again before the exit.
     expect(run.output).toContain("serving endpoint");
     expect(run.output).toContain("runtime stopped");
+    // The frontend's model watch stopped with it, rather than retrying until the process was forced out.
+    expect(run.output).not.toContain("cannot re-watch");
   }, 30_000);
 
   it("startup failures - tdist frontend on a port in use exits non-zero", async () => {

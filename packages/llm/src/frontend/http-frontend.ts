@@ -128,7 +128,9 @@ export class HttpFrontend {
     try {
       await app.listen({ host, port: options.port ?? 8000 });
     } catch (err) {
+      // A port in use (or any failure to listen) must not leave the model watch running.
       await app.close();
+      await models.close();
       throw err;
     }
     const { port } = app.server.address() as AddressInfo;
