@@ -6,7 +6,16 @@ import {
   type PreprocessedRequest,
   type RouterPolicyOptions,
 } from "@tdist/llm";
-import { Context, eventSubject, type Instance, MemoryEventBus, MemoryEventPlane } from "@tdist/runtime";
+import {
+  Context,
+  eventSubject,
+  type Instance,
+  MemoryEventBus,
+  MemoryEventPlane,
+  type Route,
+  type StreamOutcome,
+  TdistError,
+} from "@tdist/runtime";
 import { SimulationClock } from "./simulation-clock.js";
 import { type ChatUser, type MooncakeRecord, mooncakePrompt, seededRandom } from "./workloads.js";
 
@@ -44,6 +53,12 @@ export interface SimulationResult {
 export type Workload = { kind: "chat"; users: ChatUser[] } | { kind: "trace"; records: MooncakeRecord[] };
 
 const NAMESPACE = "sim";
+const NO_EXCLUSIONS: ReadonlySet<string> = new Set();
+const COMPLETED: StreamOutcome = { status: "completed" };
+const SIMULATED_FAILURE: StreamOutcome = {
+  status: "failed",
+  error: new TdistError("internal", "the simulated request failed"),
+};
 const COMPONENT = "backend";
 
 /**
@@ -131,10 +146,11 @@ export async function simulate(
     };
     const output: number[] = [];
     let worker = -1;
+    let route: Route | undefined;
     try {
-      const chosen = router.pick(instances, { inFlight, request });
-      if (chosen === undefined) throw new Error("no worker picked");
-      worker = indexOf.get(chosen.instanceId) as number;
+      route = router.pick(instances, { inFlight, request, exclude: NO_EXCLUSIONS });
+      if (route === undefined) throw new Error("no worker picked");
+      worker = indexOf.get(route.instance.instanceId) as number;
       record.worker = worker;
       outstanding[worker] = (outstanding[worker] as number) + 1;
       perWorker[worker] = (perWorker[worker] as number) + 1;
@@ -145,7 +161,7 @@ export async function simulate(
           const now = clock.now();
           if (record.firstTokenAt === undefined) {
             record.firstTokenAt = now;
-            router.onFirstToken(requestId);
+            route.onFirstResponse?.();
           }
           for (const token of message.tokenIds) {
             record.tokenTimes.push(now);
@@ -160,7 +176,7 @@ export async function simulate(
       record.failed = true;
     } finally {
       if (worker >= 0) outstanding[worker] = (outstanding[worker] as number) - 1;
-      router.onComplete(requestId);
+      route?.release?.(record.failed ? SIMULATED_FAILURE : COMPLETED);
       unfinished--;
     }
     return output;

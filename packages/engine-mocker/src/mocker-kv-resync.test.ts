@@ -82,12 +82,9 @@ describe("mocker KV resync", () => {
 
     /** The blocks of `tokens` the router believes the worker holds. */
     const cachedBlocks = (tokens: number[]): number => {
-      const req = request(tokens);
-      router.pick(instances, { inFlight: () => 0, request: req });
-      const id = router.requestIdOf(req) as string;
-      const decision = router.lastDecision(id);
-      router.onComplete(id);
-      return decision?.cachedBlocks ?? -1;
+      const route = router.pick(instances, { inFlight: () => 0, request: request(tokens), exclude: new Set() });
+      route?.release?.({ status: "completed" });
+      return route?.decision?.cachedBlocks ?? -1;
     };
     const serve = (tokens: number[]) =>
       withTimeout("generate", 5_000, undefined, async () => {

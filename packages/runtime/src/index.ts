@@ -22,6 +22,7 @@ export {
   type WaitForInstancesOptions,
 } from "./client/client.js";
 export { type Instance, instanceKey, instanceKeyPrefix } from "./client/instance.js";
+export { type Route, routeTo } from "./client/route.js";
 export {
   direct,
   leastLoaded,
@@ -77,7 +78,7 @@ export {
   type NatsEventPlaneConnectionOptions,
   type NatsEventPlaneOptions,
 } from "./event-plane/nats-event-plane.js";
-export type { Handler, ResponseStream } from "./handler.js";
+export type { Handler, ResponseStream, StreamOutcome } from "./handler.js";
 export { type Logger, silentLogger } from "./logger.js";
 export { type NameKind, validateName } from "./names.js";
 export { type Codec, jsonCodec } from "./request-plane/codec.js";

@@ -159,4 +159,23 @@ describe("choice runner", () => {
     await run;
     expect(events).toHaveLength(3);
   });
+
+  it("choice runner - the first choice's routing decision and worker come from its stream's route", async () => {
+    const decision = { requestId: "r", workerId: "w2", cachedBlocks: 3, requestBlocks: 4, policy: "kv" };
+    const streamOf = (workerId: string, ids: number[]) =>
+      Object.assign(tokens(ids), { instanceId: workerId, route: { instance: { instanceId: workerId }, decision } });
+    const client = {
+      generate: (request: PreprocessedRequest) =>
+        request.tokenIds[0] === 1 ? streamOf("w2", [1, 2]) : streamOf("w9", [7]),
+    };
+    const entry = { ...fakeEntry({}), client, llmRouter: {} } as unknown as ModelEntry<ModelPipeline>;
+    const totals = newTotals();
+    const choices = [
+      { index: 0, request: requestFor(1) },
+      { index: 1, request: requestFor(7) },
+    ];
+    await runChoices(entry, choices, [], new AbortController().signal, totals, () => {});
+    expect(totals.decision).toBe(decision);
+    expect(totals.workerId).toBe("w2");
+  });
 });

@@ -72,17 +72,15 @@ export async function runChoices(
   const onAbort = (): void => controller.abort(signal.reason);
   signal.addEventListener("abort", onAbort, { once: true });
 
-  const router = entry.llmRouter;
   const runOne = async ({ index, request }: ChoiceSpec): Promise<void> => {
     const decoder = entry.pipeline.decoder(request, stopStrings);
-    // Routing happens inside generate(); the LLM router then knows the request by this id.
+    // Routing happens inside generate(); the route's hooks follow the stream from there.
     const stream = entry.client.generate(request, { signal: controller.signal });
-    const routedId = router?.requestIdOf(request);
     if (index === choices[0]?.index) {
-      if (routedId !== undefined) totals.decision = router?.lastDecision(routedId);
+      // The model's client routes through the model's LLM router, whose decisions are RoutingDecisions.
+      if (entry.llmRouter !== undefined) totals.decision = stream.route?.decision as RoutingDecision | undefined;
       if (stream.instanceId !== "") totals.workerId = stream.instanceId;
     }
-    let sawToken = false;
     let finished: FinishReason | undefined;
     try {
       for await (const output of stream) {
@@ -91,8 +89,6 @@ export async function runChoices(
           const now = performance.now();
           totals.firstTokenAt ??= now;
           totals.tokenTimes.push(now);
-          if (!sawToken && routedId !== undefined) router?.onFirstToken(routedId);
-          sawToken = true;
         }
         const step = decoder.push(output);
         if (output.finishReason === "error" && !step.finishReason) step.finishReason = "error";
@@ -124,7 +120,6 @@ export async function runChoices(
         emit({ index, text: "", tokenIds: [], finishReason: "error", error: err });
       }
     } finally {
-      if (routedId !== undefined) router?.onComplete(routedId);
       totals.completionTokens += decoder.completionTokens;
     }
   };

@@ -1,4 +1,4 @@
-import type { Instance, PickContext } from "@tdist/runtime";
+import type { Instance, PickContext, Route } from "@tdist/runtime";
 import { TdistError } from "@tdist/runtime";
 import { type LlmRouter, RouterBookkeeping, type RoutingDecision } from "./llm-router.js";
 import type { RadixTree } from "./radix-tree.js";
@@ -17,8 +17,8 @@ export interface ApproximateTreePolicyOptions {
 /**
  * The shared half of the peer policies (SGLang's, llm-d's): an approximate
  * radix tree of the prompts the router sent to each worker (no engine
- * events), the decision log and metrics, and worker registration. A subclass
- * chooses the worker in `pick` and hands it to `routeTo`.
+ * events), decision metrics, and worker registration. A subclass chooses
+ * the worker in `pick` and hands it to `routeTo`.
  */
 export abstract class ApproximateTreePolicy implements LlmRouter {
   readonly blockSize: number;
@@ -42,31 +42,28 @@ export abstract class ApproximateTreePolicy implements LlmRouter {
     this.modelName = options.modelName ?? "unknown";
   }
 
-  abstract pick(instances: readonly Instance[], context: PickContext): Instance | undefined;
+  abstract pick(instances: readonly Instance[], context: PickContext): Route<RoutingDecision> | undefined;
 
-  /** Records the prompt in the chosen worker's tree, logs and counts the decision, and returns the worker. */
+  /** Records the prompt in the chosen worker's tree, counts the decision, and returns the route to the worker. */
   protected routeTo(
     instance: Instance,
     context: PickContext,
     blockHashes: readonly string[],
     cachedBlocks: number,
     startedMs: number,
-  ): Instance {
+  ): Route<RoutingDecision> {
     const workerId = instance.instanceId;
     this.tree.store(workerId, null, blockHashes, this.clock.now());
-    this.books.decide(
-      {
-        requestId: this.books.requestId(context.request),
-        workerId,
-        cachedBlocks,
-        requestBlocks: blockHashes.length,
-        policy: this.name,
-      },
-      this.metrics,
-      this.modelName,
-      startedMs,
-    );
-    return instance;
+    const decision: RoutingDecision = {
+      requestId: this.books.requestId(context.request),
+      workerId,
+      cachedBlocks,
+      requestBlocks: blockHashes.length,
+      policy: this.name,
+    };
+    this.books.observe(decision, this.metrics, this.modelName, startedMs);
+    // Load here is the client's in-flight count, which the client keeps itself: no hooks.
+    return { instance, decision };
   }
 
   registerWorker(workerId: string, card: { kvBlockSize: number }): void {
@@ -76,19 +73,6 @@ export abstract class ApproximateTreePolicy implements LlmRouter {
   removeWorker(workerId: string): void {
     this.tree.removeWorker(workerId);
     this.books.forget(workerId);
-  }
-
-  /** These policies keep no per-request load of their own. */
-  onFirstToken(): void {}
-
-  onComplete(): void {}
-
-  lastDecision(requestId: string): RoutingDecision | undefined {
-    return this.books.lastDecision(requestId);
-  }
-
-  requestIdOf(request: unknown): string | undefined {
-    return this.books.requestIdOf(request);
   }
 
   async close(): Promise<void> {}

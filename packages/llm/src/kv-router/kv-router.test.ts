@@ -48,8 +48,15 @@ function storedEvent(workerId: string, eventId: number, prompt: number[]): KvCac
   return { workerId, eventId, data: { type: "stored", parentHash: null, blocks: computeBlockHashes(prompt, BLOCK) } };
 }
 
+const NO_EXCLUSIONS: ReadonlySet<string> = new Set();
+
+const routeWith = (router: LlmRouter, ids: string[], req: PreprocessedRequest, inFlight = (_id: string) => 0) =>
+  router.pick(ids.map(instance), { inFlight, request: req, exclude: NO_EXCLUSIONS });
+
 const pickWith = (router: LlmRouter, ids: string[], req: PreprocessedRequest, inFlight = (_id: string) => 0) =>
-  router.pick(ids.map(instance), { inFlight, request: req })?.instanceId;
+  routeWith(router, ids, req, inFlight)?.instance.instanceId;
+
+const COMPLETED = { status: "completed" } as const;
 
 /** Polls `check` until it holds; bounded. */
 async function eventually(check: () => boolean, timeoutMs = 2_000): Promise<void> {
@@ -71,8 +78,10 @@ describe("kv-router", () => {
     const router = new KvRouter({ blockSize: BLOCK, indexer, rng: mulberry32(1) });
     indexer.applyEvent(storedEvent("w2", 0, tokens(1, 8)));
     const req = request([...tokens(1, 8), 5, 6], { request_id: "r1" });
-    expect(pickWith(router, ["w1", "w2", "w3"], req)).toBe("w2");
-    expect(router.lastDecision("r1")).toMatchObject({
+    const route = routeWith(router, ["w1", "w2", "w3"], req);
+    expect(route?.instance.instanceId).toBe("w2");
+    expect(route?.decision).toMatchObject({
+      requestId: "r1",
       workerId: "w2",
       cachedBlocks: 8,
       requestBlocks: 8,
@@ -80,24 +89,36 @@ describe("kv-router", () => {
     });
   });
 
-  it("kv-router - predicted load follows route, first token and completion", () => {
+  it("kv-router - predicted load follows the route: picked, first response, released", () => {
     const router = new KvRouter({ blockSize: BLOCK, rng: mulberry32(2) });
-    const req = request(tokens(1, 5), { request_id: "a" });
-    const worker = pickWith(router, ["w1", "w2"], req) as string;
+    const route = routeWith(router, ["w1", "w2"], request(tokens(1, 5), { request_id: "a" }));
+    const worker = route?.instance.instanceId as string;
     expect(router.active.load(worker)).toEqual({ prefillTokens: 20, decodeBlocks: 6, requests: 1 });
     // Another request now goes to the idle worker.
-    const other = pickWith(router, ["w1", "w2"], request(tokens(2, 5), { request_id: "b" }));
-    expect(other).not.toBe(worker);
-    router.onFirstToken("a");
+    const other = routeWith(router, ["w1", "w2"], request(tokens(2, 5), { request_id: "b" }));
+    expect(other?.instance.instanceId).not.toBe(worker);
+    route?.onFirstResponse?.();
     expect(router.active.load(worker).prefillTokens).toBe(0);
-    router.onComplete("a");
-    router.onComplete("a");
+    route?.release?.(COMPLETED);
+    route?.release?.(COMPLETED);
     expect(router.active.load(worker)).toEqual({ prefillTokens: 0, decodeBlocks: 0, requests: 0 });
-    // Without a request_id annotation the router names the request itself.
-    const anonymous = request(tokens(3, 1));
-    pickWith(router, ["w1"], anonymous);
-    const id = router.requestIdOf(anonymous) as string;
-    expect(router.lastDecision(id)?.workerId).toBe("w1");
+    // The other request's route still holds its load until it is released, however it ended.
+    expect(router.active.load(other?.instance.instanceId as string).requests).toBe(1);
+    other?.release?.({ status: "cancelled" });
+    expect(router.active.size).toBe(0);
+  });
+
+  it("kv-router - two requests with the same prompt hold separate loads", () => {
+    const router = new KvRouter({ blockSize: BLOCK, rng: mulberry32(2) });
+    // Without a request_id annotation the router names each request itself.
+    const first = routeWith(router, ["w1"], request(tokens(3, 2)));
+    const second = routeWith(router, ["w1"], request(tokens(3, 2)));
+    expect(first?.decision?.requestId).not.toBe(second?.decision?.requestId);
+    expect(router.active.load("w1").requests).toBe(2);
+    first?.release?.(COMPLETED);
+    expect(router.active.load("w1").requests).toBe(1);
+    second?.release?.(COMPLETED);
+    expect(router.active.load("w1").requests).toBe(0);
   });
 
   it("kv-router - shared prefixes of active requests count once in decode blocks", () => {
@@ -122,9 +143,11 @@ describe("kv-router", () => {
     expect(codeOf(() => pickWith(router, ids, request(tokens(1, 8), { router_temperature: "hot" })))).toBe(
       "bad_request",
     );
-    expect(codeOf(() => router.pick([instance("w1")], { inFlight: () => 0, request: { text: "x" } }))).toBe(
-      "bad_request",
-    );
+    expect(
+      codeOf(() =>
+        router.pick([instance("w1")], { inFlight: () => 0, request: { text: "x" }, exclude: NO_EXCLUSIONS }),
+      ),
+    ).toBe("bad_request");
   });
 
   it("kv-router - a worker whose card has another block size is refused and never routed to", () => {
@@ -148,15 +171,15 @@ describe("kv-router", () => {
     });
     toClose.push(router);
     const prompt = tokens(1, 8);
-    const first = pickWith(router, ["w1", "w2", "w3"], request(prompt, { request_id: "a" })) as string;
-    router.onComplete("a");
+    const a = routeWith(router, ["w1", "w2", "w3"], request(prompt, { request_id: "a" }));
+    const first = a?.instance.instanceId as string;
+    a?.release?.(COMPLETED);
     now = 500;
     // Same prefix, new suffix: the predicted cache wins.
-    expect(pickWith(router, ["w1", "w2", "w3"], request([...prompt, ...tokens(2, 2)], { request_id: "b" }))).toBe(
-      first,
-    );
-    expect(router.lastDecision("b")?.cachedBlocks).toBe(8);
-    router.onComplete("b");
+    const b = routeWith(router, ["w1", "w2", "w3"], request([...prompt, ...tokens(2, 2)], { request_id: "b" }));
+    expect(b?.instance.instanceId).toBe(first);
+    expect(b?.decision?.cachedBlocks).toBe(8);
+    b?.release?.(COMPLETED);
     // Touched at 500: still there at 1 400, gone after 1 500.
     now = 1_400;
     pickWith(router, ["w1", "w2", "w3"], request(tokens(3, 1), { request_id: "c" }));
@@ -218,10 +241,11 @@ describe("kv-router", () => {
     const router = new KvRouter({ blockSize: BLOCK, loads, rng: mulberry32(3) });
     const counts = new Map<string, number>();
     for (let i = 0; i < 6; i++) {
-      const chosen = pickWith(router, ["w1", "w2"], request(tokens(10 + i, 8), { request_id: `b${i}` })) as string;
+      const route = routeWith(router, ["w1", "w2"], request(tokens(10 + i, 8), { request_id: `b${i}` }));
+      const chosen = route?.instance.instanceId as string;
       counts.set(chosen, (counts.get(chosen) ?? 0) + 1);
       // Short prompts: each reaches its first token before the next arrives, so only decode load remains.
-      router.onFirstToken(`b${i}`);
+      route?.onFirstResponse?.();
     }
     // Taking the larger of report and prediction sent all six to w2: the report hid its first five.
     expect(counts.get("w1")).toBe(3);
@@ -238,15 +262,16 @@ describe("kv-router", () => {
     const b = (await createRouterPolicy("kv", { ...common, eventPlane: planeB, rng: mulberry32(9) })) as KvRouter;
     toClose.push(a, b);
     const ids = ["w1", "w2"];
-    const chosenByA = pickWith(a, ids, request(tokens(1, 8), { request_id: "r1" })) as string;
+    const routeOfA = routeWith(a, ids, request(tokens(1, 8), { request_id: "r1" }));
+    const chosenByA = routeOfA?.instance.instanceId as string;
     await eventually(() => b.active.load(chosenByA).requests === 1);
     expect(b.active.load(chosenByA)).toEqual(a.active.load(chosenByA));
     // B sees A's request: the same-sized request goes to the other worker, every time.
     const chosenByB = pickWith(b, ids, request(tokens(2, 8), { request_id: "r2" }));
     expect(chosenByB).not.toBe(chosenByA);
-    a.onFirstToken("r1");
+    routeOfA?.onFirstResponse?.();
     await eventually(() => b.active.load(chosenByA).prefillTokens === 0);
-    a.onComplete("r1");
+    routeOfA?.release?.(COMPLETED);
     await eventually(() => b.active.load(chosenByA).requests === 0);
     // Request ids are per router: B reusing "r1" is a different request to A.
     expect(a.active.size).toBe(1); // B's r2

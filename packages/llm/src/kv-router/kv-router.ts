@@ -1,4 +1,4 @@
-import type { Instance, Logger, PickContext } from "@tdist/runtime";
+import type { Instance, Logger, PickContext, Route } from "@tdist/runtime";
 import { silentLogger, TdistError } from "@tdist/runtime";
 import { computeBlockHashes } from "../kv/block-hash.js";
 import type { PreprocessedRequest } from "../protocol/preprocessed-request.js";
@@ -83,13 +83,16 @@ function annotationNumber(request: unknown, key: string): number | undefined {
  * 5. record the request as active on the chosen worker (and, in
  *    `kv-approx` mode, its prefix as cached there for `approxTtlMs`).
  *
- * The frontend calls `onFirstToken` and `onComplete` to keep the predicted
- * load honest, and reads `lastDecision` for response headers. Per-request
- * overrides: annotations `router_overlap_weight` and `router_temperature`.
+ * The route it returns keeps the predicted load honest: its first response
+ * moves the request's prefill tokens out of the worker's load, its release
+ * frees its blocks. The route's decision feeds the response headers.
+ * Per-request overrides: annotations `router_overlap_weight` and
+ * `router_temperature`.
  *
  * ```ts
  * const router = new KvRouter({ blockSize: 16, indexer });
- * client.generate(request, { router });
+ * const stream = client.generate(request, { router });
+ * stream.route?.decision; // { workerId, cachedBlocks, ... }
  * ```
  */
 export class KvRouter implements LlmRouter {
@@ -169,7 +172,7 @@ export class KvRouter implements LlmRouter {
     this.closers.push(closer);
   }
 
-  pick(instances: readonly Instance[], context: PickContext): Instance | undefined {
+  pick(instances: readonly Instance[], context: PickContext): Route<RoutingDecision> | undefined {
     const started = performance.now();
     const eligible = this.books.eligible(instances);
     if (eligible.length === 0) return undefined;
@@ -211,7 +214,8 @@ export class KvRouter implements LlmRouter {
     // What the worker will compute: not what it holds, nor what it is computing for a request in flight.
     const prefillTokens = Math.max(0, tokens.length - cachedBlocksOf(chosen) * blockSize);
 
-    this.active.add({ key: this.key(this.routerId, requestId), workerId, blockHashes, prefillTokens, addedAt: now });
+    const key = this.key(this.routerId, requestId);
+    this.active.add({ key, workerId, blockHashes, prefillTokens, addedAt: now });
     this.replicaSync?.publish({
       type: "add",
       routerId: this.routerId,
@@ -222,19 +226,20 @@ export class KvRouter implements LlmRouter {
     });
     // Approximate mode: what we send is what the worker will cache.
     if (this.mode === "kv-approx") this.indexer.tree.store(workerId, null, blockHashes, now);
-    this.books.decide(
-      {
-        requestId,
-        workerId,
-        cachedBlocks: chosen.overlapBlocks,
-        requestBlocks: blockHashes.length,
-        policy: this.name,
-      },
-      this.metrics,
-      this.modelName,
-      started,
-    );
-    return eligible[result.index];
+    const decision: RoutingDecision = {
+      requestId,
+      workerId,
+      cachedBlocks: chosen.overlapBlocks,
+      requestBlocks: blockHashes.length,
+      policy: this.name,
+    };
+    this.books.observe(decision, this.metrics, this.modelName, started);
+    return {
+      instance: eligible[result.index] as Instance,
+      decision,
+      onFirstResponse: () => this.prefillDone(key, requestId),
+      release: () => this.free(key, requestId),
+    };
   }
 
   registerWorker(workerId: string, card: { kvBlockSize: number; limits?: { totalKvBlocks?: number } }): void {
@@ -256,27 +261,6 @@ export class KvRouter implements LlmRouter {
     this.loads?.remove(workerId);
     this.totalBlocks.delete(workerId);
     this.books.forget(workerId);
-  }
-
-  onFirstToken(requestId: string): void {
-    const key = this.key(this.routerId, requestId);
-    if (!this.active.has(key)) return;
-    this.active.markPrefillDone(key);
-    this.replicaSync?.publish({ type: "prefill_done", routerId: this.routerId, requestId });
-  }
-
-  onComplete(requestId: string): void {
-    if (this.active.free(this.key(this.routerId, requestId))) {
-      this.replicaSync?.publish({ type: "free", routerId: this.routerId, requestId });
-    }
-  }
-
-  lastDecision(requestId: string): RoutingDecision | undefined {
-    return this.books.lastDecision(requestId);
-  }
-
-  requestIdOf(request: unknown): string | undefined {
-    return this.books.requestIdOf(request);
   }
 
   /** Applies another replica's active-sequence change. */
@@ -315,6 +299,18 @@ export class KvRouter implements LlmRouter {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
+  }
+
+  /** The request's first output arrived: its prefill is done. */
+  private prefillDone(key: string, requestId: string): void {
+    if (!this.active.has(key)) return;
+    this.active.markPrefillDone(key);
+    this.replicaSync?.publish({ type: "prefill_done", routerId: this.routerId, requestId });
+  }
+
+  /** The request ended, however it ended. */
+  private free(key: string, requestId: string): void {
+    if (this.active.free(key)) this.replicaSync?.publish({ type: "free", routerId: this.routerId, requestId });
   }
 
   private key(routerId: string, requestId: string): string {

@@ -1,12 +1,12 @@
-import type { Instance, PickContext, RouterPolicy } from "@tdist/runtime";
+import type { Instance, PickContext, Route, RouterPolicy } from "@tdist/runtime";
 import { TdistError } from "@tdist/runtime";
 import type { PreprocessedRequest } from "../protocol/preprocessed-request.js";
 import type { RouterMetrics } from "./router-metrics.js";
 
 /**
- * Request annotation the frontend sets to name a request for the router's
- * lifecycle hooks (`onFirstToken`, `onComplete`, `lastDecision`). Without it
- * the router makes up an id, readable through `requestIdOf(request)`.
+ * Request annotation that names a request in its {@link RoutingDecision}
+ * (and in the active sequences other router replicas see). Without it the
+ * router makes up an id.
  */
 export const ROUTER_REQUEST_ID_ANNOTATION = "request_id";
 /** Per-request override of the KV router's overlap weight (a number >= 0). */
@@ -32,18 +32,19 @@ export interface RoutingDecision {
 
 /**
  * A routing policy of the LLM stack: a runtime {@link RouterPolicy} (the
- * frontend gives it to the model's client) plus the hooks that keep its
- * load predictions honest. Every mode implements all hooks; cache-blind
+ * frontend gives it to the model's client) whose routes carry the
+ * {@link RoutingDecision} and keep the policy's load predictions honest:
+ * the route's `onFirstResponse` (prefill done) and `release` (the request
+ * ended, however it ended) are driven by `Client.generate`. Cache-blind
  * modes simply have nothing to update.
  *
  * ```ts
  * const router = await createRouterPolicy("kv", { eventPlane, namespace, component, blockSize });
- * const stream = client.generate(request, { router });     // pick() runs synchronously here
- * const decision = router.lastDecision(requestId);          // -> x-tdist-worker, x-tdist-cached-blocks
- * // first output: router.onFirstToken(requestId); end (any outcome): router.onComplete(requestId)
+ * const stream = client.generate(request, { router });
+ * const decision = stream.route?.decision as RoutingDecision; // -> x-tdist-worker, x-tdist-cached-blocks
  * ```
  */
-export interface LlmRouter extends RouterPolicy {
+export interface LlmRouter extends RouterPolicy<RoutingDecision> {
   /**
    * A worker's card appeared. Throws `invalid_option` when its KV block
    * size differs from the router's: the worker is then never routed to
@@ -52,69 +53,34 @@ export interface LlmRouter extends RouterPolicy {
   registerWorker(workerId: string, card: { kvBlockSize: number; limits?: { totalKvBlocks?: number } }): void;
   /** A worker left discovery: forget its cache and load. */
   removeWorker(workerId: string): void;
-  /** The request's first output arrived: its prefill is done. */
-  onFirstToken(requestId: string): void;
-  /** The request ended, however it ended (success, error, cancel). Idempotent. */
-  onComplete(requestId: string): void;
-  /** The decision made for a request, while remembered (the most recent 10 000). */
-  lastDecision(requestId: string): RoutingDecision | undefined;
-  /** The id the router used for a request object it routed (the annotation, or a generated one). */
-  requestIdOf(request: unknown): string | undefined;
   /** Stops subscriptions and timers. */
   close(): Promise<void>;
 }
 
-const DECISIONS_KEPT = 10_000;
-
 /**
- * The bookkeeping every {@link LlmRouter} shares: request ids, the bounded
- * decision log, and the live-instance filter (workers refused at
- * registration are never picked).
+ * The bookkeeping every {@link LlmRouter} shares: request ids, decision
+ * metrics, and the live-instance filter (workers refused at registration
+ * are never picked).
  */
 export class RouterBookkeeping {
-  private readonly decisions = new Map<string, RoutingDecision>();
-  private readonly idsByRequest = new WeakMap<object, string>();
   private readonly refused = new Set<string>();
   private generated = 0;
 
   constructor(private readonly prefix: string) {}
 
-  /** The request id from the annotation, or a generated one remembered for the request object. */
+  /** The request id from the annotation, or a new one. */
   requestId(request: unknown): string {
     const annotated = (request as PreprocessedRequest | undefined)?.annotations?.[ROUTER_REQUEST_ID_ANNOTATION];
     if (typeof annotated === "string" && annotated.length > 0) return annotated;
-    if (typeof request === "object" && request !== null) {
-      const known = this.idsByRequest.get(request);
-      if (known !== undefined) return known;
-      const id = `${this.prefix}-${++this.generated}`;
-      this.idsByRequest.set(request, id);
-      return id;
-    }
     return `${this.prefix}-${++this.generated}`;
   }
 
-  requestIdOf(request: unknown): string | undefined {
-    const annotated = (request as PreprocessedRequest | undefined)?.annotations?.[ROUTER_REQUEST_ID_ANNOTATION];
-    if (typeof annotated === "string" && annotated.length > 0) return annotated;
-    return typeof request === "object" && request !== null ? this.idsByRequest.get(request) : undefined;
-  }
-
-  record(decision: RoutingDecision): void {
-    this.decisions.delete(decision.requestId);
-    this.decisions.set(decision.requestId, decision);
-    if (this.decisions.size > DECISIONS_KEPT) {
-      const oldest = this.decisions.keys().next().value as string;
-      this.decisions.delete(oldest);
-    }
-  }
-
   /**
-   * Records a routing decision and, given router metrics, counts it there:
+   * Counts a routing decision in the router metrics, when there are any:
    * request and cached blocks, and the decision's latency since `startedMs`
    * (a `performance.now()` reading).
    */
-  decide(decision: RoutingDecision, metrics: RouterMetrics | undefined, modelName: string, startedMs: number): void {
-    this.record(decision);
+  observe(decision: RoutingDecision, metrics: RouterMetrics | undefined, modelName: string, startedMs: number): void {
     metrics?.observe(
       modelName,
       decision.policy,
@@ -122,10 +88,6 @@ export class RouterBookkeeping {
       decision.cachedBlocks,
       (performance.now() - startedMs) / 1000,
     );
-  }
-
-  lastDecision(requestId: string): RoutingDecision | undefined {
-    return this.decisions.get(requestId);
   }
 
   refuse(workerId: string): void {
@@ -195,37 +157,30 @@ export class BasicLlmRouter implements LlmRouter {
     this.books = new RouterBookkeeping(policy.name);
   }
 
-  pick(instances: readonly Instance[], context: PickContext): Instance | undefined {
+  pick(instances: readonly Instance[], context: PickContext): Route<RoutingDecision> | undefined {
     const chosen = this.policy.pick(this.books.eligible(instances), context);
-    if (chosen !== undefined) {
-      const tokens = (context.request as PreprocessedRequest | undefined)?.tokenIds;
-      this.books.record({
+    if (chosen === undefined) return undefined;
+    const tokens = (context.request as PreprocessedRequest | undefined)?.tokenIds;
+    const route: Route<RoutingDecision> = {
+      instance: chosen.instance,
+      decision: {
         requestId: this.books.requestId(context.request),
-        workerId: chosen.instanceId,
+        workerId: chosen.instance.instanceId,
         cachedBlocks: 0,
         requestBlocks: Array.isArray(tokens) ? Math.floor(tokens.length / this.blockSize) : 0,
         policy: this.name,
-      });
-    }
-    return chosen;
+      },
+    };
+    // The wrapped policy's own hooks, if it keeps any per-request state.
+    if (chosen.onFirstResponse) route.onFirstResponse = () => chosen.onFirstResponse?.();
+    if (chosen.release) route.release = (outcome) => chosen.release?.(outcome);
+    return route;
   }
 
   /** Cache-blind: a worker's block size does not matter here. */
   registerWorker(): void {}
 
   removeWorker(): void {}
-
-  onFirstToken(): void {}
-
-  onComplete(): void {}
-
-  lastDecision(requestId: string): RoutingDecision | undefined {
-    return this.books.lastDecision(requestId);
-  }
-
-  requestIdOf(request: unknown): string | undefined {
-    return this.books.requestIdOf(request);
-  }
 
   async close(): Promise<void> {}
 }

@@ -9,6 +9,7 @@ import { SglangCacheAwarePolicy } from "./sglang-cache-aware-policy.js";
 import { WorkerLoadTracker } from "./worker-load-tracker.js";
 
 const BLOCK = 4;
+const NO_EXCLUSIONS: ReadonlySet<string> = new Set();
 
 function instance(instanceId: string): Instance {
   return {
@@ -47,7 +48,11 @@ function load(workerId: string, waitingSequences: number, kvUsage: number): Work
 describe("sglang-cache-aware-policy", () => {
   const ids = ["w1", "w2", "w3"];
   const pick = (policy: SglangCacheAwarePolicy, prompt: number[], loads: Record<string, number> = {}) =>
-    policy.pick(ids.map(instance), { inFlight: (id) => loads[id] ?? 0, request: request(prompt) })?.instanceId;
+    policy.pick(ids.map(instance), {
+      inFlight: (id) => loads[id] ?? 0,
+      request: request(prompt),
+      exclude: NO_EXCLUSIONS,
+    })?.instance.instanceId;
 
   it("sglang - an imbalanced load (abs > 64 and rel > 1.5) routes to the least loaded, whatever the cache", () => {
     const cachedOnW1 = (): SglangCacheAwarePolicy => {
@@ -92,6 +97,20 @@ describe("sglang-cache-aware-policy", () => {
     expect(policy.lastRule).toBe("smallest-tree");
   });
 
+  it("sglang - the route carries the decision and no load hooks (load is the client's in-flight count)", () => {
+    const policy = new SglangCacheAwarePolicy({ blockSize: BLOCK });
+    policy.tree.store("w2", null, hashes(tokens(1, 3)), 0);
+    const route = policy.pick(ids.map(instance), {
+      inFlight: () => 0,
+      request: request([...tokens(1, 3), ...tokens(2, 1)]),
+      exclude: NO_EXCLUSIONS,
+    });
+    expect(route?.instance.instanceId).toBe("w2");
+    expect(route?.decision).toMatchObject({ workerId: "w2", cachedBlocks: 3, requestBlocks: 4, policy: "sglang" });
+    expect(route?.onFirstResponse).toBeUndefined();
+    expect(route?.release).toBeUndefined();
+  });
+
   it("sglang - refuses a worker with another block size and validates its options", () => {
     const policy = new SglangCacheAwarePolicy({ blockSize: BLOCK });
     expect(() => policy.registerWorker("w1", { kvBlockSize: 8 })).toThrow(TdistError);
@@ -114,14 +133,22 @@ describe("llmd-weighted-scorer-policy", () => {
     expect(scores.map((s) => Number(s.total.toFixed(6)))).toEqual([2.5, 3.8, 1.2]);
     expect(scores[0]).toMatchObject({ prefix: 0.5, queue: 0, kvUtilization: 0.5 });
     expect(
-      policy.pick(["w1", "w2", "w3"].map(instance), { inFlight: () => 0, request: request(prompt) })?.instanceId,
+      policy.pick(["w1", "w2", "w3"].map(instance), {
+        inFlight: () => 0,
+        request: request(prompt),
+        exclude: NO_EXCLUSIONS,
+      })?.instance.instanceId,
     ).toBe("w2");
     // A full match and an empty queue: w1 = 3 + 2 + 1 = 6 beats w2 = 0 + 2 + 1.8.
     const other = tokens(2, 10);
     loads.update(load("w1", 0, 0.5));
     policy.tree.store("w1", null, hashes(other), 0);
     expect(
-      policy.pick(["w1", "w2", "w3"].map(instance), { inFlight: () => 0, request: request(other) })?.instanceId,
+      policy.pick(["w1", "w2", "w3"].map(instance), {
+        inFlight: () => 0,
+        request: request(other),
+        exclude: NO_EXCLUSIONS,
+      })?.instance.instanceId,
     ).toBe("w1");
   });
 
@@ -138,8 +165,11 @@ describe("llmd-weighted-scorer-policy", () => {
     const chosen = new Set<string>();
     for (let i = 0; i < 4; i++) {
       chosen.add(
-        policy.pick(["a", "b"].map(instance), { inFlight: () => 0, request: request(tokens(100 + i, 2)) })
-          ?.instanceId as string,
+        policy.pick(["a", "b"].map(instance), {
+          inFlight: () => 0,
+          request: request(tokens(100 + i, 2)),
+          exclude: NO_EXCLUSIONS,
+        })?.instance.instanceId as string,
       );
     }
     expect(chosen).toEqual(new Set(["a", "b"]));
@@ -149,7 +179,8 @@ describe("llmd-weighted-scorer-policy", () => {
     const loads = new WorkerLoadTracker();
     const policy = new LlmdWeightedScorerPolicy({ blockSize: BLOCK, loads, lruCapacityPerWorker: 8, rng: () => 0 });
     const pickOne = (prompt: number[]) =>
-      policy.pick([instance("w1")], { inFlight: () => 0, request: request(prompt) })?.instanceId;
+      policy.pick([instance("w1")], { inFlight: () => 0, request: request(prompt), exclude: NO_EXCLUSIONS })?.instance
+        .instanceId;
     pickOne(tokens(1, 5));
     pickOne(tokens(2, 5));
     expect(policy.tree.blockCount("w1")).toBeLessThanOrEqual(8);

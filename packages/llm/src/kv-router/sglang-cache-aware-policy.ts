@@ -1,8 +1,8 @@
-import type { Instance, PickContext } from "@tdist/runtime";
+import type { Instance, PickContext, Route } from "@tdist/runtime";
 import { TdistError } from "@tdist/runtime";
 import { computeBlockHashes } from "../kv/block-hash.js";
 import { ApproximateTreePolicy, type ApproximateTreePolicyOptions } from "./approximate-tree-policy.js";
-import { requestTokens } from "./llm-router.js";
+import { type RoutingDecision, requestTokens } from "./llm-router.js";
 import { RadixTree } from "./radix-tree.js";
 
 export interface SglangCacheAwareOptions extends ApproximateTreePolicyOptions {
@@ -61,7 +61,7 @@ export class SglangCacheAwarePolicy extends ApproximateTreePolicy {
     }
   }
 
-  pick(instances: readonly Instance[], context: PickContext): Instance | undefined {
+  pick(instances: readonly Instance[], context: PickContext): Route<RoutingDecision> | undefined {
     const started = performance.now();
     const eligible = this.books.eligible(instances);
     if (eligible.length === 0) return undefined;

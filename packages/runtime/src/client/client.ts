@@ -8,7 +8,9 @@ import type { RequestPlaneClient, ServedHandler, TransportAddress } from "../req
 import { delay, withTimeout } from "../util/abort.js";
 import { FailedResponseStream } from "./failed-response-stream.js";
 import { type Instance, instanceKeyPrefix, parseInstanceRecord } from "./instance.js";
-import { type PickContext, type RouterMode, type RouterPolicy, routerForMode } from "./router-policy.js";
+import type { Route } from "./route.js";
+import { RoutedResponseStream } from "./routed-response-stream.js";
+import { NO_EXCLUSIONS, type PickContext, type RouterMode, type RouterPolicy, routerForMode } from "./router-policy.js";
 
 export interface ClientOptions {
   /** Default routing for `generate`; round-robin unless given. */
@@ -19,6 +21,8 @@ export interface ClientOptions {
 
 export interface GenerateOptions {
   router?: RouterPolicy | RouterMode;
+  /** Instance ids this request must not go to (say, ones that already failed it): routing never sees them. */
+  exclude?: Iterable<string>;
   /** Aborting kills the request. */
   signal?: AbortSignal;
   /** The handler context this request is made from: cancelling it cancels this request. */
@@ -154,7 +158,8 @@ export class Client<Req = unknown, Resp = unknown> {
    * Routes `request` to an instance and returns its response stream. Never
    * throws: routing and connection failures surface from the stream's first
    * `next()` as typed errors (`no_instances`, `instance_not_found`,
-   * `cannot_connect`, ...).
+   * `cannot_connect`, ...). The stream carries the policy's route
+   * (`stream.route`), whose `onFirstResponse` and `release` this drives.
    */
   generate(request: Req, options: GenerateOptions = {}): ResponseStream<Resp> {
     const context = new Context({
@@ -175,39 +180,53 @@ export class Client<Req = unknown, Resp = unknown> {
       unlinkSignal();
       if (timer) clearTimeout(timer);
     };
-    let instance: Instance | undefined;
+    let route: Route | undefined;
     try {
       const policy = options.router === undefined ? this.defaultRouter : resolveRouter(options.router);
-      const pickContext: PickContext = { inFlight: this.inFlightOf, request };
-      instance = policy.pick(this.instances(), pickContext);
-      if (instance === undefined) throw new TdistError("no_instances", `no live instances of ${this.path}`);
+      const exclude = options.exclude === undefined ? NO_EXCLUSIONS : new Set(options.exclude);
+      const candidates = this.instances();
+      const pickContext: PickContext = { inFlight: this.inFlightOf, request, exclude };
+      route = policy.pick(
+        exclude.size === 0 ? candidates : candidates.filter((instance) => !exclude.has(instance.instanceId)),
+        pickContext,
+      );
+      if (route === undefined) throw new TdistError("no_instances", `no live instances of ${this.path}`);
     } catch (err) {
       cleanup();
       context.dispose();
       return new FailedResponseStream<Resp>(context.requestId, TdistError.wrap(err, "internal", "router failed"));
     }
+    const instance = route.instance;
     const instanceId = instance.instanceId;
     this.inFlightCounts.set(instanceId, this.inFlightOf(instanceId) + 1);
-    const onSettled = (): void => {
-      cleanup();
-      const remaining = this.inFlightOf(instanceId) - 1;
-      if (remaining > 0) this.inFlightCounts.set(instanceId, remaining);
-      else this.inFlightCounts.delete(instanceId);
-    };
+    const routed = new RoutedResponseStream<Resp>(
+      route,
+      () => {
+        cleanup();
+        const remaining = this.inFlightOf(instanceId) - 1;
+        if (remaining > 0) this.inFlightCounts.set(instanceId, remaining);
+        else this.inFlightCounts.delete(instanceId);
+      },
+      this.host.logger,
+    );
     const local = instanceId === this.host.instanceId ? this.host.localHandler(this.path) : undefined;
-    if (local) return new LocalResponseStream<Resp>(instanceId, local, request, context, onSettled);
+    if (local) return routed.attach(new LocalResponseStream<Resp>(instanceId, local, request, context, routed));
     try {
-      return this.host.requestPlane.open<Resp>(instance.transport, request, {
-        path: this.path,
-        instanceId,
-        context,
-        onSettled,
-        ...(options.timeoutMs === undefined ? {} : { deadline: Date.now() + options.timeoutMs }),
-      });
+      return routed.attach(
+        this.host.requestPlane.open<Resp>(instance.transport, request, {
+          path: this.path,
+          instanceId,
+          context,
+          onFirstResponse: routed.onFirstResponse,
+          onSettled: routed.onSettled,
+          ...(options.timeoutMs === undefined ? {} : { deadline: Date.now() + options.timeoutMs }),
+        }),
+      );
     } catch (err) {
-      onSettled();
+      const error = TdistError.wrap(err, "internal");
+      routed.onSettled({ status: "failed", error });
       context.dispose();
-      return new FailedResponseStream<Resp>(context.requestId, TdistError.wrap(err, "internal"), instanceId);
+      return routed.attach(new FailedResponseStream<Resp>(context.requestId, error, instanceId));
     }
   }
 

@@ -1,5 +1,6 @@
 import { TdistError } from "../errors/tdist-error.js";
 import type { Instance } from "./instance.js";
+import { type Route, routeTo } from "./route.js";
 
 /** What a policy may know when it picks: per-instance load as seen by this client. */
 export interface PickContext {
@@ -7,21 +8,31 @@ export interface PickContext {
   inFlight(instanceId: string): number;
   /** The request being routed (for content-aware policies such as the KV router). */
   readonly request: unknown;
+  /**
+   * Instances this request must not go to (say, one that just failed it).
+   * The client has already removed them from `instances`; a policy with
+   * bookkeeping of its own reads the set to know why they are missing.
+   */
+  readonly exclude: ReadonlySet<string>;
 }
 
 /**
- * A routing policy: picks one instance among the live ones (sorted by id).
- * Return undefined when none fits; throw a TdistError to fail the request.
+ * A routing policy: picks one instance among the live ones (sorted by id)
+ * and returns its {@link Route}. Return undefined when none fits (the
+ * request fails with `no_instances`); throw a TdistError to fail the request.
  *
  * ```ts
- * const firstOnly: RouterPolicy = { name: "first", pick: (instances) => instances[0] };
+ * const firstOnly: RouterPolicy = { name: "first", pick: (instances) => routeTo(instances[0]) };
  * client.generate(req, { router: firstOnly });
  * ```
  */
-export interface RouterPolicy {
+export interface RouterPolicy<D = unknown> {
   readonly name: string;
-  pick(instances: readonly Instance[], context: PickContext): Instance | undefined;
+  pick(instances: readonly Instance[], context: PickContext): Route<D> | undefined;
 }
+
+/** An empty exclusion set, shared by every request that names none. */
+export const NO_EXCLUSIONS: ReadonlySet<string> = new Set<string>();
 
 export type RouterMode = "round-robin" | "random" | "least-loaded" | "power-of-two";
 
@@ -33,7 +44,7 @@ export function roundRobin(): RouterPolicy {
       if (instances.length === 0) return undefined;
       const chosen = instances[counter % instances.length];
       counter = (counter + 1) % 0x7fffffff;
-      return chosen;
+      return routeTo(chosen);
     },
   };
 }
@@ -41,7 +52,7 @@ export function roundRobin(): RouterPolicy {
 export function random(rng: () => number = Math.random): RouterPolicy {
   return {
     name: "random",
-    pick: (instances) => instances[Math.floor(rng() * instances.length)],
+    pick: (instances) => routeTo(instances[Math.floor(rng() * instances.length)]),
   };
 }
 
@@ -52,7 +63,7 @@ export function direct(instanceId: string): RouterPolicy {
     pick(instances) {
       const chosen = instances.find((instance) => instance.instanceId === instanceId);
       if (chosen === undefined) throw new TdistError("instance_not_found", `instance ${instanceId} is not registered`);
-      return chosen;
+      return routeTo(chosen);
     },
   };
 }
@@ -75,7 +86,7 @@ export function leastLoaded(): RouterPolicy {
           bestLoad = load;
         }
       }
-      return best;
+      return routeTo(best);
     },
   };
 }
@@ -85,13 +96,13 @@ export function powerOfTwo(rng: () => number = Math.random): RouterPolicy {
   return {
     name: "power-of-two",
     pick(instances, context) {
-      if (instances.length <= 1) return instances[0];
+      if (instances.length <= 1) return routeTo(instances[0]);
       const first = Math.floor(rng() * instances.length);
       let second = Math.floor(rng() * (instances.length - 1));
       if (second >= first) second++;
       const a = instances[first] as Instance;
       const b = instances[second] as Instance;
-      return context.inFlight(b.instanceId) < context.inFlight(a.instanceId) ? b : a;
+      return routeTo(context.inFlight(b.instanceId) < context.inFlight(a.instanceId) ? b : a);
     },
   };
 }

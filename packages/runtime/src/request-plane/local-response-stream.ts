@@ -1,8 +1,14 @@
 import { Context } from "../context.js";
 import { TdistError } from "../errors/tdist-error.js";
-import type { Handler, ResponseStream } from "../handler.js";
+import {
+  type Handler,
+  type ResponseStream,
+  STREAM_COMPLETED,
+  STREAM_RETURNED,
+  type StreamOutcome,
+} from "../handler.js";
 import { handlerErrorToWire } from "./handler-run.js";
-import type { ServedHandler } from "./request-plane.js";
+import type { ServedHandler, StreamHooks } from "./request-plane.js";
 
 /** Shared reason for `break`/`return()` (no per-request stack trace on this hot path). */
 const CALLER_STOPPED_READING = new TdistError("cancelled", "caller stopped reading");
@@ -23,14 +29,16 @@ export class LocalResponseStream<T> implements ResponseStream<T> {
   private waiter: Waiter<T> | undefined;
   private readonly run: { kill(reason?: unknown): void; readonly done: boolean };
   private unlinkCaller: () => void;
+  private firstResponse: (() => void) | undefined;
 
   constructor(
     readonly instanceId: string,
     private readonly entry: ServedHandler,
     private readonly request: unknown,
     private readonly callerContext: Context,
-    private readonly onSettled?: () => void,
+    private readonly hooks: StreamHooks = {},
   ) {
+    this.firstResponse = hooks.onFirstResponse;
     this.handlerContext = new Context({ requestId: callerContext.requestId, annotations: callerContext.annotations });
     const self = this;
     this.run = {
@@ -65,7 +73,7 @@ export class LocalResponseStream<T> implements ResponseStream<T> {
         ]();
         this.iterator = iterator;
       } catch (err) {
-        this.finish("failed", TdistError.fromWire(handlerErrorToWire(err)));
+        this.fail(TdistError.fromWire(handlerErrorToWire(err)));
         return Promise.reject(this.failure);
       }
     }
@@ -79,9 +87,14 @@ export class LocalResponseStream<T> implements ResponseStream<T> {
         if (this.state !== "open") return;
         if (result.done) {
           this.iterator = undefined;
-          this.finish("ended");
+          this.finish("ended", undefined, STREAM_COMPLETED);
           waiter?.resolve({ value: undefined, done: true });
         } else {
+          const first = this.firstResponse;
+          if (first !== undefined) {
+            this.firstResponse = undefined;
+            first();
+          }
           waiter?.resolve({ value: result.value as T, done: false });
         }
       },
@@ -90,7 +103,7 @@ export class LocalResponseStream<T> implements ResponseStream<T> {
         this.waiter = undefined;
         this.iterator = undefined;
         if (this.state !== "open") return;
-        this.finish("failed", TdistError.fromWire(handlerErrorToWire(err)));
+        this.fail(TdistError.fromWire(handlerErrorToWire(err)));
         waiter?.reject(this.failure);
       },
     );
@@ -100,7 +113,7 @@ export class LocalResponseStream<T> implements ResponseStream<T> {
   return(): Promise<IteratorResult<T>> {
     if (this.state === "open") {
       this.handlerContext.kill(CALLER_STOPPED_READING);
-      this.finish("ended");
+      this.finish("ended", undefined, STREAM_RETURNED);
     }
     return Promise.resolve({ value: undefined, done: true });
   }
@@ -114,7 +127,7 @@ export class LocalResponseStream<T> implements ResponseStream<T> {
     const error =
       reason instanceof TdistError ? reason : new TdistError("cancelled", "request killed", { cause: reason });
     this.handlerContext.kill(error);
-    this.finish("failed", error);
+    this.finish("failed", error, { status: "cancelled", error });
     const waiter = this.waiter;
     this.waiter = undefined;
     waiter?.reject(error);
@@ -124,7 +137,11 @@ export class LocalResponseStream<T> implements ResponseStream<T> {
     return this;
   }
 
-  private finish(state: "ended" | "failed", failure?: unknown): void {
+  private fail(error: TdistError): void {
+    this.finish("failed", error, { status: "failed", error });
+  }
+
+  private finish(state: "ended" | "failed", failure: unknown, outcome: StreamOutcome): void {
     this.state = state;
     this.failure = failure;
     this.unlinkCaller();
@@ -132,7 +149,8 @@ export class LocalResponseStream<T> implements ResponseStream<T> {
     this.callerContext.dispose();
     this.handlerContext.dispose();
     this.entry.inFlight.delete(this.run);
-    this.onSettled?.();
+    this.firstResponse = undefined;
+    this.hooks.onSettled?.(outcome);
     const iterator = this.iterator;
     this.iterator = undefined;
     if (iterator?.return) {

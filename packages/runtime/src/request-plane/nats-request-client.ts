@@ -142,13 +142,9 @@ export class NatsRequestClient implements RequestPlaneClient, StreamTransport {
     const streamId = this.allocateStreamId();
     const window = this.options.streamWindow;
     const { context } = options;
-    const stream = new TcpResponseStream<T>(streamId, options.instanceId, context, window, this, options.onSettled);
-    if (context.isKilled) {
-      // The stream is born killed and never settles by itself: nothing is sent, nothing stays counted.
-      context.dispose();
-      options.onSettled?.();
-      return stream;
-    }
+    const stream = new TcpResponseStream<T>(streamId, options.instanceId, context, window, this, options);
+    // Born killed, the stream has settled already (its constructor did): send nothing.
+    if (!stream.isOpen) return stream;
     if (this.closed) {
       stream.pushError(new TdistError("shutting_down", "request plane client closed"));
       return stream;

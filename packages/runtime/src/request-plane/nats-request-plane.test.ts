@@ -78,6 +78,25 @@ describe("nats request plane - faults", () => {
     return client.open<T>({ nats: subject }, request, { path: PATH, instanceId: "abc", context: new Context() });
   }
 
+  it("nats - a stream opened with a killed context settles once, as cancelled, and sends nothing", async () => {
+    const client = await startClient();
+    const context = new Context();
+    context.kill();
+    const outcomes: string[] = [];
+    const stream = client.open<string>(
+      { nats: instanceSubject("deadbeef") },
+      {},
+      {
+        path: PATH,
+        instanceId: "abc",
+        context,
+        onSettled: (outcome) => outcomes.push(outcome.status),
+      },
+    );
+    await expectError(stream.next(), "cancelled");
+    expect(outcomes).toEqual(["cancelled"]);
+  });
+
   it("nats - a request to a subject nobody serves fails with cannot_connect at once", async () => {
     const client = await startClient();
     const started = performance.now();

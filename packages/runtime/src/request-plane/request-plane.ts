@@ -1,5 +1,5 @@
 import type { Context } from "../context.js";
-import type { Handler, ResponseStream } from "../handler.js";
+import type { Handler, ResponseStream, StreamOutcome } from "../handler.js";
 
 /** How other processes reach an instance; stored in its discovery record. */
 export type TransportAddress = { tcp: string } | { nats: string };
@@ -23,12 +23,19 @@ export interface RequestPlaneServer {
   close(): Promise<void>;
 }
 
-export interface OpenStreamOptions {
+/** What the caller hears of one stream's life. */
+export interface StreamHooks {
+  /** The first response item arrived: at most once, and before `onSettled`. */
+  onFirstResponse?: () => void;
+  /** The stream ended, however it ended (including a failure to connect): exactly once. */
+  onSettled?: (outcome: StreamOutcome) => void;
+}
+
+export interface OpenStreamOptions extends StreamHooks {
   path: string;
   instanceId: string;
   context: Context;
   deadline?: number;
-  onSettled?: () => void;
 }
 
 /** The calling half of a request plane: opens response streams to an instance. */

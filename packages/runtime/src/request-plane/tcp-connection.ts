@@ -5,6 +5,7 @@ import type { Logger } from "../logger.js";
 import type { Codec } from "./codec.js";
 import { encodeFrame, encodeRequestPayload, FRAME_HEADER_BYTES, type Frame, FrameParser, FrameType } from "./frame.js";
 import { FrameWriter } from "./frame-writer.js";
+import type { StreamHooks } from "./request-plane.js";
 import { type StreamTransport, TcpResponseStream } from "./tcp-response-stream.js";
 
 export interface TcpConnectionOptions {
@@ -88,11 +89,11 @@ export class TcpConnection implements StreamTransport {
     instanceId: string,
     context: Context,
     deadline: number | undefined,
-    onSettled: (() => void) | undefined,
+    hooks: StreamHooks,
   ): TcpResponseStream<T> {
     const streamId = this.allocateStreamId();
     const window = this.options.streamWindow;
-    const stream = new TcpResponseStream<T>(streamId, instanceId, context, window, this, onSettled);
+    const stream = new TcpResponseStream<T>(streamId, instanceId, context, window, this, hooks);
     if (!stream.isOpen) return stream;
     if (this.closedWith) {
       stream.pushError(this.closedWith);

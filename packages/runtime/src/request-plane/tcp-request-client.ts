@@ -32,7 +32,7 @@ export class TcpRequestClient implements RequestPlaneClient {
       options.instanceId,
       options.context,
       options.deadline,
-      options.onSettled,
+      options,
     );
   }
 

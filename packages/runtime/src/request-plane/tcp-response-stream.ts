@@ -1,6 +1,7 @@
 import type { Context } from "../context.js";
 import { TdistError } from "../errors/tdist-error.js";
-import type { ResponseStream } from "../handler.js";
+import { type ResponseStream, STREAM_COMPLETED, STREAM_RETURNED, type StreamOutcome } from "../handler.js";
+import type { StreamHooks } from "./request-plane.js";
 
 /** What a response stream needs from the connection that carries it. */
 export interface StreamTransport {
@@ -25,6 +26,7 @@ export class TcpResponseStream<T> implements ResponseStream<T> {
   private consumedSinceCredit = 0;
   private readonly creditBatch: number;
   private unlinkSignal: () => void = () => {};
+  private firstResponse: (() => void) | undefined;
 
   constructor(
     readonly streamId: number,
@@ -32,16 +34,18 @@ export class TcpResponseStream<T> implements ResponseStream<T> {
     private readonly context: Context,
     window: number,
     private readonly transport: StreamTransport,
-    private readonly onSettled?: () => void,
+    private readonly hooks: StreamHooks = {},
   ) {
     this.creditBatch = Math.max(1, Math.floor(window / 2));
     if (context.isKilled) {
       this.state = "killed";
-      this.failure = toCancelled(context.cancelReason);
+      const failure = toCancelled(context.cancelReason);
+      this.failure = failure;
       context.dispose();
-      onSettled?.();
+      hooks.onSettled?.({ status: "cancelled", error: failure });
       return;
     }
+    this.firstResponse = hooks.onFirstResponse;
     const removeKill = context.onKill((reason) => this.kill(reason));
     const removeStop = context.onStop(() => this.stop());
     this.unlinkSignal = () => {
@@ -62,6 +66,11 @@ export class TcpResponseStream<T> implements ResponseStream<T> {
   /** Called by the connection for each DATA frame (already decoded). */
   pushData(value: unknown): void {
     if (this.state !== "open") return;
+    const first = this.firstResponse;
+    if (first !== undefined) {
+      this.firstResponse = undefined;
+      first();
+    }
     const waiter = this.waiter;
     if (waiter) {
       this.waiter = undefined;
@@ -75,14 +84,14 @@ export class TcpResponseStream<T> implements ResponseStream<T> {
   pushEnd(): void {
     if (this.state !== "open") return;
     this.state = "ended";
-    this.settle();
+    this.settle(STREAM_COMPLETED);
   }
 
   pushError(error: TdistError): void {
     if (this.state !== "open") return;
     this.state = "failed";
     this.failure = error;
-    this.settle();
+    this.settle({ status: "failed", error });
   }
 
   next(): Promise<IteratorResult<T>> {
@@ -114,7 +123,7 @@ export class TcpResponseStream<T> implements ResponseStream<T> {
     if (this.state === "open") {
       this.state = "ended";
       this.transport.sendKill(this.streamId);
-      this.settle();
+      this.settle(STREAM_RETURNED);
     }
     this.items = [];
     this.head = 0;
@@ -128,11 +137,12 @@ export class TcpResponseStream<T> implements ResponseStream<T> {
   kill(reason?: unknown): void {
     if (this.state !== "open") return;
     this.state = "killed";
-    this.failure = toCancelled(reason);
+    const failure = toCancelled(reason);
+    this.failure = failure;
     this.items = [];
     this.head = 0;
     this.transport.sendKill(this.streamId);
-    this.settle();
+    this.settle({ status: "cancelled", error: failure });
   }
 
   [Symbol.asyncIterator](): this {
@@ -147,12 +157,13 @@ export class TcpResponseStream<T> implements ResponseStream<T> {
     }
   }
 
-  private settle(): void {
+  private settle(outcome: StreamOutcome): void {
     this.unlinkSignal();
     this.unlinkSignal = () => {};
     this.context.dispose();
     this.transport.release(this.streamId);
-    this.onSettled?.();
+    this.firstResponse = undefined;
+    this.hooks.onSettled?.(outcome);
     const waiter = this.waiter;
     if (waiter === undefined || this.head < this.items.length) return;
     this.waiter = undefined;

@@ -28,7 +28,9 @@ export class TransportRouter implements RequestPlaneClient {
     const plane = this.planes.get(kind);
     if (plane) return plane.open<T>(address, request, options);
     const opened = this.plane(kind).then((client) => client.open<T>(address, request, options));
-    opened.catch(() => options.onSettled?.());
+    opened.catch((err: unknown) =>
+      options.onSettled?.({ status: "failed", error: TdistError.wrap(err, "cannot_connect") }),
+    );
     return new DeferredResponseStream<T>(options.context.requestId, options.instanceId, opened);
   }
 
