@@ -79,6 +79,21 @@ export {
   type NatsEventPlaneOptions,
 } from "./event-plane/nats-event-plane.js";
 export type { Handler, ResponseStream, StreamOutcome } from "./handler.js";
+export {
+  isKvTransferFallback,
+  type KvChunks,
+  type KvFetchOptions,
+  type KvOfferOptions,
+  type KvOfferOutcome,
+  type KvOfferResult,
+  type KvOfferState,
+  type KvTransferAddress,
+  type KvTransferHandle,
+  type KvTransferOffer,
+  type KvTransferPlane,
+  type KvTransferSource,
+  type KvTransferStreamSource,
+} from "./kv-transfer/kv-transfer.js";
 export { type Logger, silentLogger } from "./logger.js";
 export { type NameKind, validateName } from "./names.js";
 export { type Codec, jsonCodec } from "./request-plane/codec.js";
@@ -92,6 +107,7 @@ export {
 } from "./runtime.js";
 export {
   type DiscoveryOptions,
+  type KvTransferOptions,
   type RequestPlaneOptions,
   type RuntimeOptions,
   resolveRuntimeOptions,

@@ -21,6 +21,16 @@ export type EventPlaneSelection =
   | { kind: "memory"; bus?: MemoryEventBus; broker?: MemoryWorkQueueBroker }
   | { kind: "nats"; url?: string };
 
+/**
+ * The KV transfer plane's backend. `tcp` listens (on first offer) on `host`
+ * (default `TDIST_KV_TRANSFER_HOST`, else the TCP request plane's host) and
+ * `port` (default 0); `local` never listens, for runtimes that only meet in
+ * one process.
+ */
+export type KvTransferOptions =
+  | { kind?: "tcp"; host?: string; port?: number; advertiseHost?: string; ttlMs?: number; fetchTimeoutMs?: number }
+  | { kind: "local"; ttlMs?: number; fetchTimeoutMs?: number };
+
 export interface RuntimeOptions {
   /** A Discovery instance, or how to make one. Default: `TDIST_DISCOVERY` (memory). */
   discovery?: Discovery | DiscoveryOptions;
@@ -28,6 +38,8 @@ export interface RuntimeOptions {
   requestPlane?: RequestPlaneOptions;
   /** Event plane and work queues backend. Default: `TDIST_EVENT_PLANE` (memory). */
   eventPlane?: EventPlaneSelection;
+  /** KV transfer backend and defaults. Default: `TDIST_KV_TRANSFER` (tcp). */
+  kvTransfer?: KvTransferOptions;
   leaseTtlMs?: number;
   /** Responses in flight per stream before the handler pauses. */
   streamWindow?: number;
@@ -61,6 +73,11 @@ export interface ResolvedRuntimeOptions {
   discovery: Discovery | Required<DiscoveryOptions> | { kind: "memory"; store?: MemoryDiscoveryStore };
   requestPlane: { kind: "tcp"; host: string; port: number; advertiseHost: string } | { kind: "nats"; url: string };
   eventPlane: { kind: "memory"; bus?: MemoryEventBus; broker?: MemoryWorkQueueBroker } | { kind: "nats"; url: string };
+  kvTransfer: {
+    backend: { kind: "tcp"; host: string; port: number; advertiseHost: string } | { kind: "local" };
+    ttlMs: number;
+    fetchTimeoutMs: number;
+  };
   /** NATS URL for reaching NATS-plane instances when this runtime's own plane is TCP. */
   natsUrl: string;
   leaseTtlMs: number;
@@ -138,6 +155,7 @@ export function resolveRuntimeOptions(options: RuntimeOptions = {}): ResolvedRun
     discovery,
     requestPlane,
     eventPlane,
+    kvTransfer: resolveKvTransfer(options.kvTransfer, requestPlane, env),
     natsUrl: requestPlane.kind === "nats" ? requestPlane.url : readEnv(Env.natsUrl, env),
     leaseTtlMs: positiveInteger("leaseTtlMs", options.leaseTtlMs ?? readEnv(Env.leaseTtlMs, env), 1000),
     streamWindow: positiveInteger("streamWindow", options.streamWindow ?? readEnv(Env.streamWindow, env)),
@@ -159,6 +177,36 @@ export function resolveRuntimeOptions(options: RuntimeOptions = {}): ResolvedRun
     name,
     logger: childLogger(options.logger ?? silentLogger, { runtime: name }),
   };
+}
+
+function resolveKvTransfer(
+  given: KvTransferOptions | undefined,
+  requestPlane: ResolvedRuntimeOptions["requestPlane"],
+  env: NodeJS.ProcessEnv,
+): ResolvedRuntimeOptions["kvTransfer"] {
+  const kind = given?.kind ?? readEnv(Env.kvTransfer, env);
+  const ttlMs = positiveInteger("kvTransfer.ttlMs", given?.ttlMs ?? readEnv(Env.kvTransferTtlMs, env));
+  const fetchTimeoutMs = positiveInteger(
+    "kvTransfer.fetchTimeoutMs",
+    given?.fetchTimeoutMs ?? readEnv(Env.kvTransferTimeoutMs, env),
+  );
+  if (kind === "local") return { backend: { kind }, ttlMs, fetchTimeoutMs };
+  if (kind !== "tcp") {
+    throw new TdistError("invalid_option", `unknown KV transfer backend ${JSON.stringify(kind)}: use tcp or local`);
+  }
+  const tcp = given?.kind === "local" ? undefined : given;
+  const planeTcp = requestPlane.kind === "tcp" ? requestPlane : undefined;
+  const port = tcp?.port ?? readEnv(Env.kvTransferPort, env);
+  if (!Number.isInteger(port) || port < 0 || port > 65_535) {
+    throw new TdistError("invalid_option", `option kvTransfer.port must be 0-65535, got ${port}`);
+  }
+  const host = tcp?.host || readEnv(Env.kvTransferHost, env) || planeTcp?.host || readEnv(Env.tcpHost, env);
+  const advertiseHost =
+    tcp?.advertiseHost ||
+    readEnv(Env.kvTransferAdvertiseHost, env) ||
+    planeTcp?.advertiseHost ||
+    readEnv(Env.tcpAdvertiseHost, env);
+  return { backend: { kind, host, port, advertiseHost }, ttlMs, fetchTimeoutMs };
 }
 
 const maxNameLength = 64;

@@ -7,6 +7,8 @@ import { TdistError } from "./errors/tdist-error.js";
 import type { EventPlane } from "./event-plane/event-plane.js";
 import { MemoryEventPlane } from "./event-plane/memory-event-plane.js";
 import type { Handler } from "./handler.js";
+import type { KvTransferPlane } from "./kv-transfer/kv-transfer.js";
+import { RuntimeKvTransferPlane } from "./kv-transfer/kv-transfer-plane.js";
 import type { Logger } from "./logger.js";
 import type { RequestPlaneClient, RequestPlaneServer, ServedHandler } from "./request-plane/request-plane.js";
 import { TcpRequestClient } from "./request-plane/tcp-request-client.js";
@@ -61,6 +63,7 @@ export class DistributedRuntime implements ClientHost {
   private eventsPromise: Promise<{ plane: EventPlane; queues: WorkQueues; close(): Promise<void> }> | undefined;
   private eventPlanePromise: Promise<EventPlane> | undefined;
   private workQueuesPromise: Promise<WorkQueues> | undefined;
+  private kvTransferPlane: RuntimeKvTransferPlane | undefined;
 
   private constructor(
     readonly options: ResolvedRuntimeOptions,
@@ -108,6 +111,20 @@ export class DistributedRuntime implements ClientHost {
   private openEvents(): Promise<{ plane: EventPlane; queues: WorkQueues; close(): Promise<void> }> {
     this.eventsPromise ??= openEventBackends(this.options, this.closing.signal);
     return this.eventsPromise;
+  }
+
+  /**
+   * The KV transfer plane: chunked byte streams between runtimes (a prefill
+   * worker offers a KV cache, a decode worker fetches it). Its TCP listener
+   * opens on the first offer; a fetch in this process is a direct hand-off.
+   */
+  get kvTransfer(): KvTransferPlane {
+    this.kvTransferPlane ??= new RuntimeKvTransferPlane({
+      ...this.options.kvTransfer,
+      connectTimeoutMs: this.options.connectTimeoutMs,
+      logger: this.logger,
+    });
+    return this.kvTransferPlane;
   }
 
   get state(): RuntimeState {
@@ -254,6 +271,8 @@ export class DistributedRuntime implements ClientHost {
     this.served.clear();
     await Promise.all([...this.clients].map((client) => client.close()));
     this.clients.clear();
+    // After the drain: a handler that offered has returned its handle, and its open offers are released now.
+    await this.kvTransferPlane?.close();
     await this.serverValue?.close();
     await this.requestPlane.close();
     if (this.eventsPromise) {

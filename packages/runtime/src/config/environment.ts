@@ -26,6 +26,38 @@ export const Env = declareEnvVars("@tdist/runtime", {
     "Host other processes use to reach this one; defaults to TDIST_TCP_HOST (or the hostname when it is 0.0.0.0).",
   ),
   tcpPort: integerVar("TDIST_TCP_PORT", 0, "TCP request plane port; 0 picks a free one.", { min: 0, max: 65_535 }),
+  kvTransfer: enumVar(
+    "TDIST_KV_TRANSFER",
+    ["tcp", "local"],
+    "tcp",
+    "KV transfer backend: tcp (a listener of its own, opened on the first offer) or local (one process only).",
+  ),
+  kvTransferHost: stringVar(
+    "TDIST_KV_TRANSFER_HOST",
+    "",
+    "Host the KV transfer listener binds; defaults to the TCP request plane's host (TDIST_TCP_HOST).",
+  ),
+  kvTransferAdvertiseHost: stringVar(
+    "TDIST_KV_TRANSFER_ADVERTISE_HOST",
+    "",
+    "Host other processes use to fetch KV transfers from this one; defaults to TDIST_TCP_ADVERTISE_HOST.",
+  ),
+  kvTransferPort: integerVar("TDIST_KV_TRANSFER_PORT", 0, "KV transfer listener port; 0 picks a free one.", {
+    min: 0,
+    max: 65_535,
+  }),
+  kvTransferTtlMs: integerVar(
+    "TDIST_KV_TRANSFER_TTL_MS",
+    60_000,
+    "How long a KV transfer offer waits for its fetch before it is released.",
+    { min: 1 },
+  ),
+  kvTransferTimeoutMs: integerVar(
+    "TDIST_KV_TRANSFER_TIMEOUT_MS",
+    60_000,
+    "Default deadline of one KV transfer fetch, connect to last byte.",
+    { min: 1 },
+  ),
   maxFrameBytes: integerVar("TDIST_MAX_FRAME_BYTES", 16 * 1024 * 1024, "Largest request-plane frame accepted.", {
     min: 1024,
     max: 1024 * 1024 * 1024,

@@ -65,6 +65,15 @@ export const ErrorCodes = {
   lease_lost: "disconnected",
   /** An event plane or work queue backend operation failed. */
   event_plane_error: "cannot_connect",
+  /** A KV transfer id that is unknown here: never offered, expired, released, or already fetched. */
+  kv_transfer_not_found: "no_instances",
+  /**
+   * A KV transfer ended before its last byte: the sender died, withdrew the
+   * offer or its source failed, or the connection was lost.
+   */
+  kv_transfer_failed: "disconnected",
+  /** The bytes of a KV transfer do not match the handle's byte count or checksum. */
+  kv_transfer_checksum: "disconnected",
   /** An unexpected internal failure. */
   internal: "internal",
 } as const satisfies Record<string, ErrorCategory>;
