@@ -124,6 +124,8 @@ export class DistributedRuntime implements ClientHost {
       connectTimeoutMs: this.options.connectTimeoutMs,
       logger: this.logger,
     });
+    // First asked for after shutdown began: closed at once, so it refuses offers like the rest.
+    if (this.stateValue !== "running") void this.kvTransferPlane.close();
     return this.kvTransferPlane;
   }
 

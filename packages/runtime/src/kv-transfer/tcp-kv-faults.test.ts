@@ -76,6 +76,12 @@ describe("kv transfer (tcp) - faults", () => {
     expect(isKvTransferFallback(error)).toBe(true);
   });
 
+  it("tcp - a runtime shut down before first use of the plane refuses offers with shutting_down", async () => {
+    const stopped = await runtime();
+    await stopped.shutdown({ graceMs: 0 });
+    await expectKvError(stopped.kvTransfer.offer(Buffer.alloc(1)), "shutting_down");
+  });
+
   it("tcp - a handle with only the process-local id of a runtime elsewhere is kv_transfer_not_found", async () => {
     const receiver = await runtime();
     const handle = { transferId: "1", address: { local: "kv-elsewhere" }, byteCount: 1, checksum: patternChecksum(1) };
