@@ -19,6 +19,17 @@ export {
   type ResponseChunk,
 } from "./backend/response-assembler.js";
 export { type StopMatchResult, StopStringMatcher } from "./backend/stop-string-matcher.js";
+export {
+  DEFAULT_DISAGGREGATION,
+  type DisaggregationDecision,
+  type DisaggregationInput,
+  type DisaggregationOptions,
+  type DisaggregationOutcome,
+  decideDisaggregation,
+  type ResolvedDisaggregationOptions,
+  resolveDisaggregationOptions,
+  uncachedPromptTokens,
+} from "./disagg/disagg-policy.js";
 export { FrontendMetrics } from "./frontend/frontend-metrics.js";
 export { HttpFrontend, type HttpFrontendOptions } from "./frontend/http-frontend.js";
 export {
@@ -135,6 +146,16 @@ export {
   type TokenizerConfig,
   tokenizerConfigFromCard,
 } from "./preprocessor/tokenizer-config.js";
+export {
+  componentForRole,
+  type DecodePhase,
+  type DisaggregationParams,
+  type KvImportOutcome,
+  PREFILL_COMPONENT,
+  type PrefillPhase,
+  WORKER_ROLES,
+  type WorkerRole,
+} from "./protocol/disaggregation.js";
 export type { EngineOutput, FinishReason, TokenLogprob } from "./protocol/engine-output.js";
 export { LOGIT_BIAS_LIMIT, parseLogitBias } from "./protocol/logit-bias.js";
 export type * from "./protocol/openai.js";

@@ -1,4 +1,5 @@
 import { TdistError } from "@tdist/runtime";
+import { WORKER_ROLES, type WorkerRole } from "../protocol/disaggregation.js";
 
 /**
  * Where the frontend gets a model's tokenizer without a shared filesystem:
@@ -29,6 +30,8 @@ export interface ModelCard {
   contextLength: number;
   kvBlockSize: number;
   limits: { totalKvBlocks?: number; maxSequences?: number };
+  /** Disaggregated serving role; absent means `aggregated`. */
+  role?: WorkerRole;
 }
 
 export function modelCardPrefix(): string {
@@ -57,5 +60,6 @@ export function parseModelCard(text: string): ModelCard {
   if (!Number.isInteger(card.contextLength) || (card.contextLength as number) <= 0) fail("contextLength");
   if (!Number.isInteger(card.kvBlockSize) || (card.kvBlockSize as number) <= 0) fail("kvBlockSize");
   if (typeof card.limits !== "object" || card.limits === null) fail("limits");
+  if (card.role !== undefined && !(WORKER_ROLES as readonly string[]).includes(card.role)) fail("role");
   return card as ModelCard;
 }

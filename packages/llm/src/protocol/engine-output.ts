@@ -1,3 +1,6 @@
+import type { KvTransferHandle } from "@tdist/runtime";
+import type { KvImportOutcome } from "./disaggregation.js";
+
 /** Why a sequence ended. */
 export type FinishReason = "stop" | "length" | "cancelled" | "error";
 
@@ -21,4 +24,8 @@ export interface EngineOutput {
   error?: string;
   /** Prompt tokens found in the engine's prefix cache (for metrics and routing). */
   cachedTokens?: number;
+  /** A prefill worker's one output: the offer of the prompt's KV cache for the decode worker (see `PrefillPhase`). */
+  kvTransfer?: KvTransferHandle;
+  /** A decode worker's first output: whether the transferred KV cache was used or the prompt prefilled here. */
+  kvImport?: KvImportOutcome;
 }

@@ -1,3 +1,5 @@
+import type { DisaggregationParams } from "./disaggregation.js";
+
 /**
  * What the frontend sends to a worker's `generate` endpoint: the prompt as
  * token ids plus everything the engine needs to sample and stop. Strings are
@@ -46,4 +48,6 @@ export interface PreprocessedRequest {
   output: OutputOptions;
   /** Free-form hints (routing decisions, migration attempt, ...). */
   annotations?: Record<string, string>;
+  /** Disaggregated serving: this request's phase on a prefill or a decode worker; absent when aggregated. */
+  disaggregation?: DisaggregationParams;
 }

@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import type { DistributedRuntime, Handler, ServedEndpoint } from "@tdist/runtime";
 import { type ModelCard, modelCardKey, type TokenizerSource } from "../model-card/model-card.js";
+import { componentForRole } from "../protocol/disaggregation.js";
 import type { EngineOutput } from "../protocol/engine-output.js";
 import type { PreprocessedRequest } from "../protocol/preprocessed-request.js";
 
@@ -10,6 +11,7 @@ const TOKENIZER_CHUNK_CHARS = 128 * 1024;
 
 export interface ServeModelOptions {
   namespace: string;
+  /** Default: `prefill` for a card whose role is prefill, else `backend`. */
   component?: string;
   endpoint?: string;
   /** The card without its tokenizer source; `serveModel` fills that in. */
@@ -40,7 +42,8 @@ export function sha256Hex(text: string): string {
  * appears on every frontend and vanishes with the worker.
  */
 export async function serveModel(runtime: DistributedRuntime, options: ServeModelOptions): Promise<ServedModel> {
-  const componentName = options.component ?? "backend";
+  // Prefill workers register apart (`prefill`), so frontends route to them only for remote prefills.
+  const componentName = options.component ?? componentForRole(options.card.role ?? "aggregated");
   const endpointName = options.endpoint ?? "generate";
   const component = runtime.namespace(options.namespace).component(componentName);
   const sha256 = sha256Hex(options.tokenizerJson);
