@@ -18,4 +18,10 @@ export { ManagedProcess, type ManagedProcessOptions, type ProcessExit } from "./
 export * from "./nats-server.js";
 export { NodeProcess, type NodeProcessOptions, repoRoot } from "./node-process.js";
 export type { ServerHandle } from "./server-process.js";
+export {
+  type CertificateFiles,
+  makeTestCertificates,
+  type TestCertificateOptions,
+  type TestCertificates,
+} from "./test-certificates.js";
 export { TestkitError, type TestkitErrorCode } from "./testkit-error.js";

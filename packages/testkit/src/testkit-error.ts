@@ -8,7 +8,9 @@ export type TestkitErrorCode =
   /** The server exited, or did not become ready within the startup timeout. */
   | "server_start_failed"
   /** The server was stopped for good; it cannot be restarted. */
-  | "server_stopped";
+  | "server_stopped"
+  /** openssl could not make the test certificates asked for. */
+  | "certificate_failed";
 
 export class TestkitError extends Error {
   readonly code: TestkitErrorCode;
