@@ -2,6 +2,7 @@ import { setImmediate as yieldToEventLoop } from "node:timers/promises";
 import {
   chainBlockHash,
   computeBlockHashes,
+  type DecodePhase,
   type EngineOutput,
   type FinishReason,
   KvEventSink,
@@ -10,8 +11,10 @@ import {
   parseLogitBias,
   type WorkerLoadMetrics,
 } from "@tdist/llm";
-import { type Context, TdistError } from "@tdist/runtime";
+import { type Context, isKvTransferFallback, type KvTransferPlane, TdistError } from "@tdist/runtime";
 import { type KvBlock, KvBlockPool } from "./kv-block-pool.js";
+import { kvTransferMs } from "./kv-transfer-model.js";
+import { encodeKvPayload, verifyKvPayload } from "./mocker-kv-payload.js";
 import { type MockerEngineOptions, type ResolvedMockerOptions, resolveMockerOptions } from "./mocker-options.js";
 import { MockerSequence } from "./mocker-sequence.js";
 import { type StepWork, stepDurationMs } from "./timing-model.js";
@@ -30,6 +33,20 @@ export interface MockerStats extends WorkerLoadMetrics {
 }
 
 export type MockerEngineState = "running" | "closed";
+
+/**
+ * What an engine is busy with outside its step loop, for a driver that runs
+ * many engines on one discrete-event clock and must know when all of them
+ * are waiting on the clock (see `MockerEngine.activity`).
+ */
+export interface MockerActivity {
+  /** Sequences in the engine (running or waiting): the step loop has work, so it is stepping or about to. */
+  sequences: number;
+  /** Prefill-phase answers waiting out their transfer time on the clock. */
+  transferWaits: number;
+  /** Decode-phase requests fetching their KV cache (not on the clock: the driver must let them finish). */
+  fetches: number;
+}
 
 /** One sequence's share of a step, decided before the step's time passes. */
 interface ScheduledChunk {
@@ -78,6 +95,8 @@ export class MockerEngine {
   private preemptions = 0;
   private peakRunning = 0;
   private lastMetricsKey = "";
+  private transferWaits = 0;
+  private fetches = 0;
 
   constructor(options: MockerEngineOptions = {}) {
     this.options = resolveMockerOptions(options);
@@ -92,6 +111,14 @@ export class MockerEngine {
 
   get state(): MockerEngineState {
     return this.closeController.signal.aborted ? "closed" : "running";
+  }
+
+  activity(): MockerActivity {
+    return {
+      sequences: this.running.length + this.waiting.length,
+      transferWaits: this.transferWaits,
+      fetches: this.fetches,
+    };
   }
 
   stats(): MockerStats {
@@ -110,16 +137,28 @@ export class MockerEngine {
    * `cachedTokens`), the last with its `finishReason`. A graceful stop ends
    * with an empty `"cancelled"` message; a kill (or `return()`) ends at once
    * and frees the sequence's KV blocks synchronously.
+   *
+   * With `disaggregation` (see `PrefillPhase` and `DecodePhase`): a prefill
+   * phase answers one message, the first token with either its
+   * `finishReason` or `kvTransfer` (the offer of the prompt's KV, sent
+   * after the transfer time the bandwidth gives; the prompt's blocks stay
+   * held until the offer ends, then stay cached). A decode phase fetches
+   * and checks the offer first, then admits the prompt as computed (no
+   * prefill time) and continues the prefill worker's token stream; when the
+   * fetch fails it prefills the prompt itself. Its first message says which
+   * (`kvImport`).
    */
   async *generate(request: PreprocessedRequest, ctx: Context): AsyncGenerator<EngineOutput> {
     if (this.state === "closed") throw new TdistError("shutting_down", "mocker engine is closed");
     const sequence = this.createSequence(request);
+    const phase = request.disaggregation;
+    if (phase?.phase === "decode") await this.importKv(sequence, phase, ctx);
     if (sequence.maxTokens === 0) {
-      yield { tokenIds: [], finishReason: "length", cachedTokens: 0 };
+      yield this.withFirstOutputFields(sequence, { tokenIds: [], finishReason: "length" });
       return;
     }
     if (ctx.isStopped) {
-      if (!ctx.isKilled) yield { tokenIds: [], finishReason: "cancelled", cachedTokens: 0 };
+      if (!ctx.isKilled) yield this.withFirstOutputFields(sequence, { tokenIds: [], finishReason: "cancelled" });
       return;
     }
     const onStop = (): void => this.finish(sequence, "cancelled");
@@ -130,6 +169,11 @@ export class MockerEngine {
       while (true) {
         const message = await sequence.outputs.next(ctx.signal);
         if (message === undefined || ctx.isKilled) return;
+        if (sequence.handoffBlocks !== undefined) {
+          const answer = await this.handOff(sequence, sequence.handoffBlocks, message, ctx);
+          if (answer !== undefined) yield answer;
+          return;
+        }
         yield message;
         if (message.finishReason !== undefined) return;
       }
@@ -154,6 +198,66 @@ export class MockerEngine {
 
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
+  }
+
+  private requireKvTransfer(): KvTransferPlane {
+    const plane = this.options.kvTransfer;
+    if (plane === undefined) {
+      throw new TdistError(
+        "bad_request",
+        "this mocker worker has no KV transfer plane: it serves no disaggregated requests",
+      );
+    }
+    return plane;
+  }
+
+  /**
+   * A prefill phase's one answer, once its first token is out and it did not
+   * end the request: the transfer time passes (the blocks still held), then
+   * the payload is offered; the offer's end releases the blocks to the
+   * prefix cache. Undefined when the request was killed meanwhile.
+   */
+  private async handOff(
+    sequence: MockerSequence,
+    blocks: KvBlock[],
+    message: EngineOutput,
+    ctx: Context,
+  ): Promise<EngineOutput | undefined> {
+    sequence.handoffBlocks = undefined;
+    const { clock, speedupRatio, kvBytesPerToken, kvTransferGbps, blockSize } = this.options;
+    let held = true;
+    const release = (): void => {
+      if (!held) return;
+      held = false;
+      this.pool.release(blocks);
+      // Freed outside a step: an idle loop republishes load metrics.
+      this.wake();
+    };
+    let offered = false;
+    const promptTokens = sequence.tokens.length - 1;
+    try {
+      const waitMs = kvTransferMs(promptTokens, kvBytesPerToken, kvTransferGbps) / speedupRatio;
+      this.transferWaits++;
+      try {
+        await clock.sleep(waitMs, AbortSignal.any([ctx.signal, ctx.stopSignal, this.closeController.signal]));
+      } finally {
+        this.transferWaits--;
+      }
+      if (ctx.isKilled) return undefined;
+      if (this.state === "closed") throw new TdistError("shutting_down", "mocker engine closed");
+      if (ctx.isStopped) return { ...message, finishReason: "cancelled" };
+      const payload = encodeKvPayload(sequence.tokens.slice(0, promptTokens), blockSize);
+      // Not the request's signal: the offer outlives this answer until the decode worker fetches it.
+      const offer = await this.requireKvTransfer().offer(payload, {
+        signal: this.closeController.signal,
+        onRelease: release,
+      });
+      offered = true;
+      return { ...message, kvTransfer: offer.handle };
+    } finally {
+      // Until the offer exists the blocks are this call's; after, the offer's release returns them.
+      if (!offered) release();
+    }
   }
 
   private createSequence(request: PreprocessedRequest): MockerSequence {
@@ -183,18 +287,77 @@ export class MockerEngine {
         `prompt of ${prompt.length} tokens exceeds maxNumBatchedTokens (${options.maxNumBatchedTokens}) without chunked prefill`,
       );
     }
+    const phase = request.disaggregation;
+    if (phase !== undefined) {
+      this.requireKvTransfer();
+      if (phase.phase === "decode") {
+        if (!Number.isInteger(phase.kvTokens) || phase.kvTokens < 1 || phase.kvTokens >= prompt.length) {
+          throw new TdistError(
+            "bad_request",
+            `disaggregation.kvTokens must be an integer in [1, ${prompt.length - 1}] (the prompt without the first output token), got ${String(phase.kvTokens)}`,
+          );
+        }
+        if (typeof phase.kvTransfer !== "object" || phase.kvTransfer === null) {
+          throw new TdistError("bad_request", "disaggregation.kvTransfer must be a KV transfer handle");
+        }
+      } else if (phase.phase !== "prefill") {
+        throw new TdistError(
+          "bad_request",
+          `disaggregation.phase must be prefill or decode, got ${JSON.stringify((phase as { phase: unknown }).phase)}`,
+        );
+      }
+    }
     const eos = new Set(request.eosTokenIds ?? []);
     const stopIds = new Set(request.stop.stopTokenIds ?? []);
     if (!request.stop.ignoreEos) for (const id of eos) stopIds.add(id);
     const sampling = request.sampling ?? {};
+    // A decode phase continues the prefill worker's stream: seeded by the same prompt, one draw further.
+    const seedPrompt = phase?.phase === "decode" ? prompt.slice(0, phase.kvTokens) : prompt;
     const sampler = new TokenSampler({
-      seed: TokenSampler.seedFor(sampling.seed, sampling.temperature, prompt),
+      seed: TokenSampler.seedFor(sampling.seed, sampling.temperature, seedPrompt),
       vocabSize: options.vocabSize,
       // Never sample eos: the mocker ends by length or by a stop id it happens to draw.
       excluded: eos,
       logitBias: parseLogitBias(sampling.logitBias, options.vocabSize),
     });
-    return new MockerSequence(this.nextSequenceId++, prompt, maxTokens, request.stop.minTokens ?? 0, stopIds, sampler);
+    if (phase?.phase === "decode") for (let drawn = seedPrompt.length; drawn < prompt.length; drawn++) sampler.next();
+    const sequence = new MockerSequence(
+      this.nextSequenceId++,
+      prompt,
+      maxTokens,
+      request.stop.minTokens ?? 0,
+      stopIds,
+      sampler,
+    );
+    sequence.prefillOnly = phase?.phase === "prefill";
+    return sequence;
+  }
+
+  /**
+   * Fetches a decode phase's KV cache and checks it is this prompt's. On a
+   * failure a receiver answers by computing the KV itself (the transfer is
+   * gone, broken, late or not this prompt's), the prompt is prefilled here.
+   */
+  private async importKv(sequence: MockerSequence, phase: DecodePhase, ctx: Context): Promise<void> {
+    const plane = this.requireKvTransfer();
+    const { logger, workerId } = this.options;
+    this.fetches++;
+    try {
+      const chunks: Uint8Array[] = [];
+      for await (const chunk of plane.fetch(phase.kvTransfer, { signal: ctx.signal })) chunks.push(chunk);
+      verifyKvPayload(Buffer.concat(chunks), sequence.tokens.slice(0, phase.kvTokens));
+      sequence.importedTokens = phase.kvTokens;
+      sequence.kvImport = "fetched";
+    } catch (err) {
+      if (!isKvTransferFallback(err)) throw err;
+      logger.warn(
+        { err, workerId, prefillWorkerId: phase.prefillWorkerId, transferId: phase.kvTransfer.transferId },
+        "KV transfer failed: prefilling locally",
+      );
+      sequence.kvImport = "fallback";
+    } finally {
+      this.fetches--;
+    }
   }
 
   /** Wakes an idle loop, or tells a busy one (stepping or publishing) to look again before it waits. */
@@ -312,17 +475,19 @@ export class MockerEngine {
       const sequence = this.waiting[0] as MockerSequence;
       const hits = this.prefixHits(sequence);
       const cachedTokens = hits * blockSize;
-      const pending = sequence.tokens.length - cachedTokens;
+      // Transferred KV counts as computed: only the blocks are allocated.
+      const computed = Math.max(cachedTokens, sequence.importedTokens);
+      const pending = sequence.tokens.length - computed;
       if (!enableChunkedPrefill && pending > budget) break;
       const tokens = Math.min(pending, budget);
       const hitHashes = sequence.blockHashes.slice(0, hits).map((block) => block.blockHash);
-      const needed = Math.ceil((cachedTokens + tokens) / blockSize) - hits;
+      const needed = Math.ceil((computed + tokens) / blockSize) - hits;
       if (!this.pool.canAcquire(hitHashes, needed)) break;
       const cached = this.pool.acquireCached(hitHashes);
       const fresh = this.pool.allocate(needed) as KvBlock[];
       this.waiting.shift();
       sequence.blocks = [...cached, ...fresh];
-      sequence.numComputed = cachedTokens;
+      sequence.numComputed = computed;
       sequence.numCommittedBlocks = hits;
       sequence.cachedTokens ??= cachedTokens;
       sequence.state = "running";
@@ -365,6 +530,8 @@ export class MockerEngine {
     sequence.blocks = [];
     sequence.numComputed = 0;
     sequence.numCommittedBlocks = 0;
+    // The transferred KV is gone with the blocks: recomputed here on readmission.
+    sequence.importedTokens = 0;
     sequence.state = "waiting";
     this.waiting.unshift(sequence);
     this.preemptions++;
@@ -400,28 +567,33 @@ export class MockerEngine {
     let finishReason: FinishReason | undefined;
     if (sequence.stopTokenIds.has(token) && sequence.generated >= sequence.minTokens) finishReason = "stop";
     else if (sequence.generated >= sequence.maxTokens) finishReason = "length";
-    const message: EngineOutput = { tokenIds: [token] };
-    if (!sequence.firstOutputSent) {
-      message.cachedTokens = sequence.cachedTokens ?? 0;
-      sequence.firstOutputSent = true;
-    }
+    const message = this.withFirstOutputFields(sequence, { tokenIds: [token] });
     if (finishReason !== undefined) {
       message.finishReason = finishReason;
       this.remove(sequence);
+    } else if (sequence.prefillOnly) {
+      // Prefill done: the sequence leaves the batch, its blocks kept for the transfer (see handOff).
+      sequence.handoffBlocks = sequence.blocks;
+      sequence.blocks = [];
+      this.remove(sequence);
     }
     sequence.outputs.push(message);
+  }
+
+  /** Adds `cachedTokens` (and a decode phase's `kvImport`) when `message` is the sequence's first. */
+  private withFirstOutputFields(sequence: MockerSequence, message: EngineOutput): EngineOutput {
+    if (sequence.firstOutputSent) return message;
+    sequence.firstOutputSent = true;
+    message.cachedTokens = sequence.cachedTokens ?? 0;
+    if (sequence.kvImport !== undefined) message.kvImport = sequence.kvImport;
+    return message;
   }
 
   /** Ends a sequence early with a final empty message (graceful stop, or out of room). */
   private finish(sequence: MockerSequence, finishReason: FinishReason): void {
     if (sequence.state === "finished") return;
     this.remove(sequence);
-    const message: EngineOutput = { tokenIds: [], finishReason };
-    if (!sequence.firstOutputSent) {
-      message.cachedTokens = sequence.cachedTokens ?? 0;
-      sequence.firstOutputSent = true;
-    }
-    sequence.outputs.push(message);
+    sequence.outputs.push(this.withFirstOutputFields(sequence, { tokenIds: [], finishReason }));
   }
 
   /** Takes a sequence out of the engine and frees its blocks; idempotent. */
@@ -442,7 +614,8 @@ export class MockerEngine {
     // Only tokens still to compute: a waiting prompt's prefix that the cache holds will be skipped at admission.
     const blockSize = this.options.blockSize;
     for (const sequence of this.waiting)
-      prefillTokensQueued += sequence.pendingTokens - this.prefixHits(sequence) * blockSize;
+      prefillTokensQueued +=
+        sequence.tokens.length - Math.max(this.prefixHits(sequence) * blockSize, sequence.importedTokens);
     for (const sequence of this.running) if (!sequence.isDecoding) prefillTokensQueued += sequence.pendingTokens;
     const activeKvBlocks = this.pool.activeBlocks;
     return {

@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
-import { KV_EVENTS_TOPIC, type KvEventPublisher, LOAD_METRICS_TOPIC } from "@tdist/llm";
-import { type Logger, silentLogger, TdistError } from "@tdist/runtime";
+import { KV_EVENTS_TOPIC, type KvEventPublisher, LOAD_METRICS_TOPIC, WORKER_ROLES, type WorkerRole } from "@tdist/llm";
+import { type KvTransferPlane, type Logger, silentLogger, TdistError } from "@tdist/runtime";
+import { DEFAULT_KV_BYTES_PER_TOKEN, DEFAULT_KV_TRANSFER_GBPS } from "./kv-transfer-model.js";
 import { type MockerClock, SystemClock } from "./mocker-clock.js";
 import { DEFAULT_TIMING_MODEL, type MockerTimingModel } from "./timing-model.js";
 
@@ -57,6 +58,33 @@ export interface MockerEngineOptions {
   /** Called after each step. */
   onStep?: (step: MockerStepInfo) => void;
   logger?: Logger;
+  /**
+   * What the worker does in disaggregated serving (the model card's `role`).
+   * Any role serves requests without `disaggregation` aggregated, and
+   * follows a request's `disaggregation` phase when it has one. Default
+   * `aggregated`.
+   */
+  role?: WorkerRole;
+  /**
+   * Where prefill-phase requests offer their KV cache and decode-phase ones
+   * fetch it (the runtime's `kvTransfer`). Without it a request with a
+   * `disaggregation` phase is refused.
+   */
+  kvTransfer?: KvTransferPlane;
+  /**
+   * Bandwidth between prefill and decode workers in gigabytes (10^9 bytes)
+   * per second: a prefill answers `prompt tokens x kvBytesPerToken /
+   * bandwidth` later than its prefill ends. 0 leaves transfer time out.
+   * Default 64 (Dynamo's mocker default).
+   */
+  kvTransferGbps?: number;
+  /**
+   * KV cache bytes per token, for the transfer time (not the bytes actually
+   * sent: the mocker sends a small payload that identifies the prompt).
+   * Default 131072: 32 layers x 2 (K, V) x 8 KV heads x 128 x 2 bytes, a
+   * Llama-3.1-8B-like shape to match the timing model (see `kvBytesPerToken`).
+   */
+  kvBytesPerToken?: number;
 }
 
 export interface ResolvedMockerOptions {
@@ -76,6 +104,10 @@ export interface ResolvedMockerOptions {
   timing: MockerTimingModel;
   onStep: ((step: MockerStepInfo) => void) | undefined;
   logger: Logger;
+  role: WorkerRole;
+  kvTransfer: KvTransferPlane | undefined;
+  kvTransferGbps: number;
+  kvBytesPerToken: number;
 }
 
 function positiveInteger(option: string, value: number | undefined, fallback: number): number {
@@ -114,6 +146,10 @@ export function resolveMockerOptions(options: MockerEngineOptions = {}): Resolve
   if (typeof workerId !== "string" || workerId.length === 0) {
     throw new TdistError("invalid_option", "workerId must be a non-empty string");
   }
+  const role = options.role ?? "aggregated";
+  if (!(WORKER_ROLES as readonly string[]).includes(role)) {
+    throw new TdistError("invalid_option", `role must be one of ${WORKER_ROLES.join(", ")}, got ${String(role)}`);
+  }
   return {
     blockSize: positiveInteger("blockSize", options.blockSize, 16),
     totalKvBlocks: positiveInteger("totalKvBlocks", options.totalKvBlocks, 8192),
@@ -131,5 +167,9 @@ export function resolveMockerOptions(options: MockerEngineOptions = {}): Resolve
     timing,
     onStep: options.onStep,
     logger: options.logger ?? silentLogger,
+    role,
+    kvTransfer: options.kvTransfer,
+    kvTransferGbps: nonNegativeNumber("kvTransferGbps", options.kvTransferGbps ?? DEFAULT_KV_TRANSFER_GBPS),
+    kvBytesPerToken: positiveInteger("kvBytesPerToken", options.kvBytesPerToken, DEFAULT_KV_BYTES_PER_TOKEN),
   };
 }

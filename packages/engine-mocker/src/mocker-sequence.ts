@@ -1,4 +1,4 @@
-import type { EngineOutput, KvStoredBlock } from "@tdist/llm";
+import type { EngineOutput, KvImportOutcome, KvStoredBlock } from "@tdist/llm";
 import type { KvBlock } from "./kv-block-pool.js";
 import type { TokenSampler } from "./token-sampler.js";
 
@@ -71,6 +71,16 @@ export class MockerSequence {
   cachedTokens: number | undefined;
   firstOutputSent = false;
   readonly outputs = new OutputQueue();
+  /**
+   * A prefill-phase request: after its first token it leaves the engine
+   * with its blocks in `handoffBlocks`, held until its KV offer ends.
+   */
+  prefillOnly = false;
+  handoffBlocks: KvBlock[] | undefined;
+  /** Leading tokens whose KV arrived from a prefill worker: admitted as computed, at no cost. 0 after a preemption. */
+  importedTokens = 0;
+  /** A decode-phase request: how its KV cache came, reported on the first output. */
+  kvImport: KvImportOutcome | undefined;
 
   constructor(
     readonly id: number,
@@ -88,8 +98,8 @@ export class MockerSequence {
     return this.tokens.length - this.numComputed;
   }
 
-  /** True when the only pending token is the last sampled one (a decode step). */
+  /** True when the only pending token is the last sampled one (a decode step), here or on the prefill worker. */
   get isDecoding(): boolean {
-    return this.generated > 0 && this.pendingTokens === 1;
+    return (this.generated > 0 || this.importedTokens > 0) && this.pendingTokens === 1;
   }
 }
