@@ -19,6 +19,7 @@ export {
   type ResponseChunk,
 } from "./backend/response-assembler.js";
 export { type StopMatchResult, StopStringMatcher } from "./backend/stop-string-matcher.js";
+export { DisaggregationMetrics, type PrefillQueueSource, type WorkerType } from "./disagg/disagg-metrics.js";
 export {
   DEFAULT_DISAGGREGATION,
   type DisaggregationDecision,
@@ -30,6 +31,13 @@ export {
   resolveDisaggregationOptions,
   uncachedPromptTokens,
 } from "./disagg/disagg-policy.js";
+export {
+  type ChoiceStream,
+  PREFILL_WORKER_HEADER,
+  PrefillRouter,
+  type PrefillRouterOptions,
+  type WorkerPool,
+} from "./disagg/prefill-router.js";
 export { FrontendMetrics } from "./frontend/frontend-metrics.js";
 export { HttpFrontend, type HttpFrontendOptions } from "./frontend/http-frontend.js";
 export {

@@ -1,6 +1,7 @@
 import { TdistError } from "@tdist/runtime";
+import type { ChoiceStream } from "../disagg/prefill-router.js";
 import type { RoutingDecision } from "../kv-router/llm-router.js";
-import type { FinishReason, TokenLogprob } from "../protocol/engine-output.js";
+import type { EngineOutput, FinishReason, TokenLogprob } from "../protocol/engine-output.js";
 import type { PreprocessedRequest } from "../protocol/preprocessed-request.js";
 import type { ModelEntry } from "./model-manager.js";
 import type { ModelPipeline } from "./model-pipeline.js";
@@ -31,6 +32,8 @@ export interface ChoiceTotals {
   decision?: RoutingDecision | undefined;
   /** The instance the first choice was sent to, whatever the router (empty when routing failed). */
   workerId?: string | undefined;
+  /** The prefill worker of the first choice, when it was prefilled remotely. */
+  prefillWorkerId?: string | undefined;
   completionTokens: number;
   cachedTokens: number;
   firstTokenAt: number | undefined;
@@ -74,16 +77,37 @@ export async function runChoices(
 
   const runOne = async ({ index, request }: ChoiceSpec): Promise<void> => {
     const decoder = entry.pipeline.decoder(request, stopStrings);
-    // Routing happens inside generate(); the route's hooks follow the stream from there.
-    const stream = entry.client.generate(request, { signal: controller.signal });
-    if (index === choices[0]?.index) {
-      // The model's client routes through the model's LLM router, whose decisions are RoutingDecisions.
-      if (entry.llmRouter !== undefined) totals.decision = stream.route?.decision as RoutingDecision | undefined;
-      if (stream.instanceId !== "") totals.workerId = stream.instanceId;
+    const first = index === choices[0]?.index;
+    // Each choice decides on its own: its decode worker's cache, and the prefill workers' load, when it is routed.
+    const prefillRouter = entry.prefillRouter;
+    let stream: AsyncIterable<EngineOutput>;
+    // The first choice's prefill worker is known once its first output is in (a fallback has none).
+    let notePrefillWorker: ChoiceStream | undefined;
+    if (prefillRouter !== undefined) {
+      const choice = prefillRouter.generate(request, controller.signal);
+      stream = choice;
+      if (first) {
+        if (entry.llmRouter !== undefined) totals.decision = choice.decision as RoutingDecision | undefined;
+        if (choice.instanceId !== "") totals.workerId = choice.instanceId;
+        notePrefillWorker = choice;
+      }
+    } else {
+      // Routing happens inside generate(); the route's hooks follow the stream from there.
+      const routed = entry.client.generate(request, { signal: controller.signal });
+      stream = routed;
+      if (first) {
+        // The model's client routes through the model's LLM router, whose decisions are RoutingDecisions.
+        if (entry.llmRouter !== undefined) totals.decision = routed.route?.decision as RoutingDecision | undefined;
+        if (routed.instanceId !== "") totals.workerId = routed.instanceId;
+      }
     }
     let finished: FinishReason | undefined;
     try {
       for await (const output of stream) {
+        if (notePrefillWorker !== undefined) {
+          totals.prefillWorkerId = notePrefillWorker.prefillWorkerId;
+          notePrefillWorker = undefined;
+        }
         if (output.cachedTokens) totals.cachedTokens = Math.max(totals.cachedTokens, output.cachedTokens);
         if (output.tokenIds.length > 0) {
           const now = performance.now();

@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { DisaggregationMetrics } from "../disagg/disagg-metrics.js";
 
 /**
  * The frontend's Prometheus metrics, named after Dynamo's `dynamo_frontend_*`
@@ -17,6 +18,8 @@ export class FrontendMetrics {
   readonly outputTokens: Counter<"model">;
   readonly cachedTokens: Counter<"model">;
   readonly disconnects: Counter<"model">;
+  /** The prefill router's decisions, transfers and per-worker prefill queues. */
+  readonly disaggregation: DisaggregationMetrics;
 
   constructor(prefix = "dynamo_frontend") {
     const registers = [this.registry];
@@ -91,5 +94,6 @@ export class FrontendMetrics {
       labelNames: ["model"],
       registers,
     });
+    this.disaggregation = new DisaggregationMetrics(this.registry, prefix);
   }
 }

@@ -2,6 +2,7 @@ import type { AddressInfo } from "node:net";
 import cors from "@fastify/cors";
 import { type DistributedRuntime, type Logger, type RouterMode, type RouterPolicy, silentLogger } from "@tdist/runtime";
 import Fastify, { type FastifyError, type FastifyInstance } from "fastify";
+import { type DisaggregationOptions, resolveDisaggregationOptions } from "../disagg/disagg-policy.js";
 import type { LlmRouterMode } from "../kv-router/create-router-policy.js";
 import { FrontendMetrics } from "./frontend-metrics.js";
 import { InflightRequests } from "./inflight-requests.js";
@@ -22,6 +23,12 @@ export interface HttpFrontendOptions {
   kvRouter?: KvRouterKnobs;
   /** Only serve models registered in this namespace (default: every namespace). */
   namespace?: string;
+  /**
+   * When a request is prefilled on a prefill worker (models with prefill
+   * workers): `minUncachedTokens` (default 512) and `prefillBusyTokens`
+   * (default 8192).
+   */
+  disaggregation?: DisaggregationOptions;
   /**
    * Largest request body accepted; larger gets 413 stating the limit. Default
    * 16 MiB: above what any context fits (a prompt too long for its model's
@@ -70,6 +77,7 @@ export class HttpFrontend {
 
   static async start(options: HttpFrontendOptions): Promise<HttpFrontend> {
     const logger = options.logger ?? silentLogger;
+    const disaggregation = resolveDisaggregationOptions(options.disaggregation);
     const metrics = new FrontendMetrics(options.metricsPrefix);
     const models = new ModelManager<ModelPipeline>(options.runtime, {
       createPipeline: options.createPipeline,
@@ -78,6 +86,8 @@ export class HttpFrontend {
       registry: metrics.registry,
       ...(options.kvRouter ? { kvRouter: options.kvRouter } : {}),
       ...(options.namespace ? { namespace: options.namespace } : {}),
+      disaggregation,
+      disaggregationMetrics: metrics.disaggregation,
     });
     await models.start();
     const bodyLimit = options.bodyLimitBytes ?? 16 * 1024 * 1024;

@@ -9,6 +9,9 @@ import type {
 } from "@tdist/runtime";
 import { delay, routerForMode } from "@tdist/runtime";
 import type { Registry } from "prom-client";
+import type { DisaggregationMetrics } from "../disagg/disagg-metrics.js";
+import { DEFAULT_DISAGGREGATION, type ResolvedDisaggregationOptions } from "../disagg/disagg-policy.js";
+import { PrefillRouter, type WorkerPool } from "../disagg/prefill-router.js";
 import { createRouterPolicy, type LlmRouterMode } from "../kv-router/create-router-policy.js";
 import type { BusyThresholds } from "../kv-router/kv-scheduler.js";
 import type { LlmRouter } from "../kv-router/llm-router.js";
@@ -48,6 +51,14 @@ export interface ModelEntry<P> {
   readonly llmRouter: LlmRouter | undefined;
   /** Live instances that serve this model (the endpoint may also host other models). */
   liveWorkers(): Instance[];
+  /**
+   * The model's prefill router while it has prefill workers or decode
+   * workers (undefined when every worker is aggregated: requests then go
+   * through `client` as they are).
+   */
+  readonly prefillRouter: PrefillRouter | undefined;
+  /** The model's prefill workers (component `prefill`), by instance id. */
+  readonly prefillWorkers: ReadonlyMap<string, ModelWorker>;
 }
 
 export interface ModelManagerOptions<P> {
@@ -64,6 +75,10 @@ export interface ModelManagerOptions<P> {
   kvRouter?: KvRouterKnobs;
   /** Only watch cards in this namespace (default: all). */
   namespace?: string;
+  /** When requests are prefilled on prefill workers (default: `DEFAULT_DISAGGREGATION`). */
+  disaggregation?: ResolvedDisaggregationOptions;
+  /** Where the prefill router counts its decisions and transfers (the frontend's metrics). */
+  disaggregationMetrics?: DisaggregationMetrics;
   /**
    * How long a worker whose connection failed counts as not live (out of
    * routing and of `/health`) unless discovery re-announces it. Default: the
@@ -97,7 +112,27 @@ interface MutableEntry<P> {
   workersVersion: number;
   llmRouter: LlmRouter | undefined;
   liveWorkers(): Instance[];
+  readonly prefillRouter: PrefillRouter | undefined;
+  readonly prefillWorkers: ReadonlyMap<string, ModelWorker>;
+  router?: PrefillRouter;
+  closers: (() => void)[];
 }
+
+/** A model's prefill workers: tracked apart from its entry, which only serving (decode) workers create. */
+interface PrefillPoolState {
+  name: string;
+  endpointPath: string;
+  workers: Map<string, ModelWorker>;
+  workersVersion: number;
+  llmRouter: LlmRouter | undefined;
+  loading?: Promise<void>;
+  client?: Client<PreprocessedRequest, EngineOutput>;
+  pool?: WorkerPool;
+  closers: (() => void)[];
+}
+
+const NO_WORKERS: ReadonlyMap<string, ModelWorker> = new Map();
+const EMPTY_EXCLUDE: ReadonlySet<string> = new Set();
 
 const RUNTIME_MODES: readonly string[] = ["round-robin", "random", "least-loaded", "power-of-two"];
 
@@ -124,6 +159,16 @@ function modelInstanceFilter(entry: { workers: Map<string, ModelWorker>; workers
   };
 }
 
+/** A pool's pick now, over the model's live instances, with the client's in-flight counts. */
+function pickNow(
+  policy: RouterPolicy,
+  client: Client<PreprocessedRequest, EngineOutput>,
+  forModel: (instances: readonly Instance[]) => Instance[],
+): WorkerPool["pick"] {
+  const inFlight = (instanceId: string): number => client.inFlight(instanceId);
+  return (request) => policy.pick(forModel(client.instances()), { inFlight, request, exclude: EMPTY_EXCLUDE });
+}
+
 /**
  * Watches `v1/models/` and keeps the set of served models live: a model
  * appears when its first worker registers a card (after its tokenizer is
@@ -132,6 +177,8 @@ function modelInstanceFilter(entry: { workers: Map<string, ModelWorker>; workers
 export class ModelManager<P extends { close?(): Promise<void> }> {
   private readonly entries = new Map<string, MutableEntry<P>>();
   private readonly byKey = new Map<string, string>();
+  private readonly prefillPools = new Map<string, PrefillPoolState>();
+  private readonly prefillByKey = new Map<string, string>();
   private readonly closeController = new AbortController();
   private loop: Promise<void> | undefined;
   private readonly changeListeners = new Set<() => void>();
@@ -163,6 +210,11 @@ export class ModelManager<P extends { close?(): Promise<void> }> {
   get(name: string): ModelEntry<P> | undefined {
     const entry = this.entries.get(name);
     return entry?.client && entry.pipeline ? (entry as ModelEntry<P>) : undefined;
+  }
+
+  /** The prefill workers registered for `name` (a model may have them before any worker serves it). */
+  prefillWorkers(name: string): ReadonlyMap<string, ModelWorker> {
+    return this.prefillPools.get(name)?.workers ?? NO_WORKERS;
   }
 
   /** Every ready model with how many of its workers are live. */
@@ -198,12 +250,18 @@ export class ModelManager<P extends { close?(): Promise<void> }> {
       await entry.client?.close();
       await entry.llmRouter?.close();
       await entry.pipeline?.close?.();
+      for (const closer of entry.closers) closer();
     }
     this.entries.clear();
+    for (const pool of this.prefillPools.values()) {
+      await pool.loading?.catch(() => {});
+      await this.closePool(pool);
+    }
+    this.prefillPools.clear();
   }
 
   private async applySnapshot(watch: PrefixWatch): Promise<void> {
-    for (const key of [...this.byKey.keys()]) this.remove(key);
+    for (const key of [...this.byKey.keys(), ...this.prefillByKey.keys()]) this.remove(key);
     await Promise.all(watch.initial.map(({ key, value }) => this.put(key, value)));
   }
 
@@ -242,6 +300,11 @@ export class ModelManager<P extends { close?(): Promise<void> }> {
     const parts = key.slice(modelCardPrefix().length).split("/");
     const [namespace, component, endpoint, instanceId] = parts as [string, string, string, string];
     const endpointPath = `${namespace}/${component}/${endpoint}`;
+    if (card.role === "prefill" || this.prefillByKey.has(key)) {
+      // A worker that changed role re-registers under another key; this one keeps its pool.
+      if (card.role !== "prefill") this.remove(key);
+      else return this.putPrefill(key, card, namespace, component, endpoint, instanceId);
+    }
     const previousName = this.byKey.get(key);
     if (previousName !== undefined && previousName !== card.name) this.remove(key);
     let entry = this.entries.get(card.name);
@@ -253,6 +316,8 @@ export class ModelManager<P extends { close?(): Promise<void> }> {
       return;
     }
     if (!entry) {
+      const manager = this;
+      const name = card.name;
       const created: MutableEntry<P> = {
         name: card.name,
         card,
@@ -262,6 +327,13 @@ export class ModelManager<P extends { close?(): Promise<void> }> {
         workersVersion: 0,
         llmRouter: undefined,
         liveWorkers: () => [],
+        closers: [],
+        get prefillRouter() {
+          return manager.activePrefillRouter(name);
+        },
+        get prefillWorkers() {
+          return manager.prefillWorkers(name);
+        },
       };
       entry = created;
       this.entries.set(card.name, entry);
@@ -332,7 +404,27 @@ export class ModelManager<P extends { close?(): Promise<void> }> {
           downInstanceMs: this.options.workerDownMs ?? this.runtime.options.leaseTtlMs,
         });
       entry.liveWorkers = () => forModel(client.instances());
+      entry.router = new PrefillRouter({
+        model: entry.name,
+        blockSize: entry.card.kvBlockSize,
+        decode: { client, liveWorkers: entry.liveWorkers, pick: pickNow(policy, client, forModel) },
+        prefill: () => this.prefillPools.get(entry.name)?.pool,
+        options: this.options.disaggregation ?? DEFAULT_DISAGGREGATION,
+        metrics: this.options.disaggregationMetrics,
+        logger: this.options.logger,
+      });
+      const decodeRouter = entry.llmRouter;
+      if (this.options.disaggregationMetrics && decodeRouter?.predictedLoads) {
+        entry.closers.push(
+          this.options.disaggregationMetrics.addPrefillQueueSource({
+            model: entry.name,
+            workerType: "decode",
+            predictedLoads: () => decodeRouter.predictedLoads?.() ?? [],
+          }),
+        );
+      }
       if (this.entries.get(entry.name) !== entry) {
+        for (const closer of entry.closers) closer();
         await client.close();
         await pipeline.close?.();
         return;
@@ -349,6 +441,10 @@ export class ModelManager<P extends { close?(): Promise<void> }> {
   }
 
   private remove(key: string): void {
+    if (this.prefillByKey.has(key)) {
+      this.removePrefill(key);
+      return;
+    }
     const name = this.byKey.get(key);
     if (name === undefined) return;
     this.byKey.delete(key);
@@ -365,8 +461,154 @@ export class ModelManager<P extends { close?(): Promise<void> }> {
     void entry.client?.close();
     void entry.llmRouter?.close();
     void entry.pipeline?.close?.();
+    for (const closer of entry.closers) closer();
     this.options.logger.info({ model: name }, "model removed");
     this.notify();
+  }
+
+  /** The model's prefill router, while it has prefill workers or decode-role workers. */
+  private activePrefillRouter(name: string): PrefillRouter | undefined {
+    const entry = this.entries.get(name);
+    if (entry?.router === undefined) return undefined;
+    if ((this.prefillPools.get(name)?.workers.size ?? 0) > 0) return entry.router;
+    for (const worker of entry.workers.values()) if (worker.card.role === "decode") return entry.router;
+    return undefined;
+  }
+
+  private async putPrefill(
+    key: string,
+    card: ModelCard,
+    namespace: string,
+    component: string,
+    endpoint: string,
+    instanceId: string,
+  ): Promise<void> {
+    const endpointPath = `${namespace}/${component}/${endpoint}`;
+    const previousName = this.prefillByKey.get(key);
+    if (previousName !== undefined && previousName !== card.name) this.removePrefill(key);
+    let pool = this.prefillPools.get(card.name);
+    if (pool && pool.endpointPath !== endpointPath) {
+      this.options.logger.warn(
+        { model: card.name, endpoint: endpointPath, serving: pool.endpointPath },
+        "model's prefill workers already registered at another endpoint; ignoring this one",
+      );
+      return;
+    }
+    if (!pool) {
+      pool = {
+        name: card.name,
+        endpointPath,
+        workers: new Map(),
+        workersVersion: 0,
+        llmRouter: undefined,
+        closers: [],
+      };
+      this.prefillPools.set(card.name, pool);
+    }
+    pool.workers.set(instanceId, { instanceId, key, card });
+    pool.workersVersion++;
+    this.registerPrefillWorker(pool, instanceId, card);
+    this.prefillByKey.set(key, card.name);
+    if (!pool.loading) {
+      const target = pool;
+      target.loading = this.loadPrefill(target, card, namespace, component, endpoint);
+    }
+    await pool.loading;
+  }
+
+  private async loadPrefill(
+    pool: PrefillPoolState,
+    card: ModelCard,
+    namespace: string,
+    component: string,
+    endpoint: string,
+  ): Promise<void> {
+    try {
+      const base = this.options.router ?? "round-robin";
+      let policy: RouterPolicy;
+      if (typeof base === "string" && !isRuntimeMode(base)) {
+        // Prefill workers publish KV events too: route them with the same mode, on their own component.
+        const llmRouter = await createRouterPolicy(base, {
+          blockSize: card.kvBlockSize,
+          namespace,
+          component,
+          runtime: this.runtime,
+          modelName: pool.name,
+          metricsPrefix: "tdist_prefill_router",
+          ...(this.options.registry ? { registry: this.options.registry } : {}),
+        });
+        pool.llmRouter = llmRouter;
+        for (const worker of pool.workers.values()) this.registerPrefillWorker(pool, worker.instanceId, worker.card);
+        policy = llmRouter;
+      } else {
+        policy = typeof base === "string" ? routerForMode(base) : base;
+      }
+      const forModel = modelInstanceFilter(pool);
+      const client = await this.runtime
+        .namespace(namespace)
+        .component(component)
+        .endpoint(endpoint)
+        .client<PreprocessedRequest, EngineOutput>({
+          downInstanceMs: this.options.workerDownMs ?? this.runtime.options.leaseTtlMs,
+        });
+      pool.client = client;
+      if (this.prefillPools.get(pool.name) !== pool) {
+        await this.closePool(pool);
+        return;
+      }
+      pool.pool = { client, liveWorkers: () => forModel(client.instances()), pick: pickNow(policy, client, forModel) };
+      const prefillRouter = pool.llmRouter;
+      if (this.options.disaggregationMetrics && prefillRouter?.predictedLoads) {
+        pool.closers.push(
+          this.options.disaggregationMetrics.addPrefillQueueSource({
+            model: pool.name,
+            workerType: "prefill",
+            predictedLoads: () => prefillRouter.predictedLoads?.() ?? [],
+          }),
+        );
+      }
+      this.options.logger.info({ model: pool.name, endpoint: pool.endpointPath }, "prefill workers added");
+    } catch (err) {
+      if (this.closeController.signal.aborted) return;
+      this.options.logger.error(
+        { err, model: pool.name },
+        "cannot route to prefill workers; will retry when one re-registers",
+      );
+      if (this.prefillPools.get(pool.name) === pool) pool.loading = undefined;
+    }
+  }
+
+  private removePrefill(key: string): void {
+    const name = this.prefillByKey.get(key);
+    if (name === undefined) return;
+    this.prefillByKey.delete(key);
+    const pool = this.prefillPools.get(name);
+    if (!pool) return;
+    for (const [id, worker] of pool.workers) {
+      if (worker.key !== key) continue;
+      pool.workers.delete(id);
+      pool.llmRouter?.removeWorker(id);
+    }
+    pool.workersVersion++;
+    if (pool.workers.size > 0) return;
+    this.prefillPools.delete(name);
+    void this.closePool(pool);
+    this.options.logger.info({ model: name }, "prefill workers removed");
+  }
+
+  private async closePool(pool: PrefillPoolState): Promise<void> {
+    for (const closer of pool.closers.splice(0)) closer();
+    pool.pool = undefined;
+    await pool.client?.close();
+    await pool.llmRouter?.close();
+  }
+
+  private registerPrefillWorker(pool: PrefillPoolState, instanceId: string, card: ModelCard): void {
+    try {
+      pool.llmRouter?.registerWorker(instanceId, card);
+    } catch (err) {
+      this.options.logger.error({ err, model: pool.name, instanceId }, "prefill worker refused by the router");
+    }
   }
 
   private registerWithRouter(entry: MutableEntry<P>, instanceId: string, card: ModelCard): void {

@@ -5,6 +5,7 @@ let idCounter = 0;
 
 import type { Logger } from "@tdist/runtime";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import { PREFILL_WORKER_HEADER } from "../disagg/prefill-router.js";
 import { CACHED_BLOCKS_HEADER, WORKER_HEADER } from "../kv-router/llm-router.js";
 import type { TokenLogprob } from "../protocol/engine-output.js";
 import type {
@@ -307,12 +308,18 @@ async function serve(
 
 /**
  * `x-tdist-worker`: the instance the (first choice of the) request went to, under every router;
- * `x-tdist-cached-blocks`: what an LLM router expected that worker to hold.
+ * `x-tdist-cached-blocks`: what an LLM router expected that worker to hold;
+ * `x-tdist-prefill-worker`: the prefill worker, when the prompt was prefilled on one.
  */
 function decisionHeaders(totals: ChoiceTotals): Record<string, string> {
   const decision = totals.decision;
-  if (decision) return { [WORKER_HEADER]: decision.workerId, [CACHED_BLOCKS_HEADER]: String(decision.cachedBlocks) };
-  return totals.workerId === undefined ? {} : { [WORKER_HEADER]: totals.workerId };
+  const headers: Record<string, string> = decision
+    ? { [WORKER_HEADER]: decision.workerId, [CACHED_BLOCKS_HEADER]: String(decision.cachedBlocks) }
+    : totals.workerId === undefined
+      ? {}
+      : { [WORKER_HEADER]: totals.workerId };
+  if (totals.prefillWorkerId !== undefined) headers[PREFILL_WORKER_HEADER] = totals.prefillWorkerId;
+  return headers;
 }
 
 function usageOf(plan: RequestPlan, totals: ChoiceTotals): Usage {

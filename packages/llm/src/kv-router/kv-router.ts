@@ -7,6 +7,7 @@ import { KvIndexer } from "./kv-indexer.js";
 import { cachedBlocksOf, KvScheduler, type KvSchedulerOptions, type WorkerView } from "./kv-scheduler.js";
 import {
   type LlmRouter,
+  type PredictedWorkerLoad,
   ROUTER_OVERLAP_WEIGHT_ANNOTATION,
   ROUTER_TEMPERATURE_ANNOTATION,
   RouterBookkeeping,
@@ -156,8 +157,7 @@ export class KvRouter implements LlmRouter {
       this.closers.push(
         this.metrics.addLoadSource({
           model,
-          predictedLoads: () =>
-            this.active.workerIds().map((workerId) => ({ workerId, ...this.active.load(workerId) })),
+          predictedLoads: () => this.predictedLoads(),
         }),
       );
     }
@@ -232,6 +232,7 @@ export class KvRouter implements LlmRouter {
       cachedBlocks: chosen.overlapBlocks,
       requestBlocks: blockHashes.length,
       policy: this.name,
+      queuedPrefillTokens: chosen.prefillTokens,
     };
     this.books.observe(decision, this.metrics, this.modelName, started);
     return {
@@ -253,6 +254,10 @@ export class KvRouter implements LlmRouter {
     this.books.forget(workerId);
     const total = card.limits?.totalKvBlocks;
     if (total !== undefined) this.totalBlocks.set(workerId, total);
+  }
+
+  predictedLoads(): PredictedWorkerLoad[] {
+    return this.active.workerIds().map((workerId) => ({ workerId, ...this.active.load(workerId) }));
   }
 
   removeWorker(workerId: string): void {

@@ -28,6 +28,19 @@ export interface RoutingDecision {
   requestBlocks: number;
   /** The policy that decided (`kv`, `sglang`, ...). */
   policy: string;
+  /**
+   * Uncached prompt tokens the router predicted were already waiting for
+   * prefill on the worker before this request (KV modes; absent when the
+   * policy does not predict load). The prefill router's busy check reads it.
+   */
+  queuedPrefillTokens?: number;
+}
+
+/** One worker's load as a router predicts it from the requests it routed. */
+export interface PredictedWorkerLoad {
+  workerId: string;
+  prefillTokens: number;
+  decodeBlocks: number;
 }
 
 /**
@@ -53,6 +66,8 @@ export interface LlmRouter extends RouterPolicy<RoutingDecision> {
   registerWorker(workerId: string, card: { kvBlockSize: number; limits?: { totalKvBlocks?: number } }): void;
   /** A worker left discovery: forget its cache and load. */
   removeWorker(workerId: string): void;
+  /** Per-worker predicted load, for the policies that predict one (the KV modes). */
+  predictedLoads?(): PredictedWorkerLoad[];
   /** Stops subscriptions and timers. */
   close(): Promise<void>;
 }
