@@ -53,6 +53,27 @@ describe("frame codec", () => {
     expect(() => parseAll([Buffer.from([0, 0, 0, 1, 1])])).toThrowError(/invalid frame length/);
   });
 
+  it("frame - with onOversize an oversize frame is reported by its header and skipped at any split", () => {
+    const wire = Buffer.concat([
+      encodeStringFrame(FrameType.DATA, 3, "before"),
+      encodeFrame(FrameType.DATA, 5, Buffer.alloc(3000, 1)),
+      encodeStringFrame(FrameType.DATA, 3, "after"),
+      encodeFrame(FrameType.END, 3),
+    ]);
+    for (const step of [1, 2, 7, 9, 100, 2999, wire.length]) {
+      const frames: string[] = [];
+      const oversize: unknown[] = [];
+      const parser = new FrameParser(
+        1024,
+        (frame) => frames.push(`${frame.type}:${frame.streamId}:${frame.payload.toString()}`),
+        (frame) => oversize.push(frame),
+      );
+      for (let at = 0; at < wire.length; at += step) parser.push(wire.subarray(at, at + step));
+      expect(oversize).toEqual([{ type: FrameType.DATA, streamId: 5, bytes: 3009 }]);
+      expect(frames).toEqual([`${FrameType.DATA}:3:before`, `${FrameType.DATA}:3:after`, `${FrameType.END}:3:`]);
+    }
+  });
+
   it("frame - request payloads round-trip and malformed ones are protocol errors", () => {
     const payload = encodeRequestPayload("ns/c/e", { requestId: "r", credit: 4 }, Buffer.from("{}"));
     const head = decodeRequestPayload(payload);

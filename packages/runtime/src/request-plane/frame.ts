@@ -116,24 +116,45 @@ export function decodeRequestPayload(payload: Buffer): RequestHead {
   return { path, headers, body: payload.subarray(bodyAt) };
 }
 
+/** The header of a frame too large to accept, passed to `onOversize` while its bytes are skipped. */
+export interface OversizeFrame {
+  type: FrameTypeValue;
+  streamId: number;
+  /** The whole frame's size, length prefix included. */
+  bytes: number;
+}
+
 /**
  * Incremental frame parser. Feed it socket chunks; it calls `onFrame` for each
  * complete frame. Length is checked before any payload is buffered, so an
- * oversize frame is refused without being allocated.
+ * oversize frame is refused without being allocated: with `onOversize` it is
+ * reported with its header and its payload skipped as it arrives (the
+ * connection survives; one stream fails), without it `push` throws.
  */
 export class FrameParser {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
   /** Size of the incomplete frame at the head of `pending`, once its length is known. */
   private needed = 0;
+  /** Bytes of an oversize frame still to be dropped. */
+  private skipping = 0;
 
   constructor(
     private readonly maxFrameBytes: number,
     private readonly onFrame: (frame: Frame) => void,
+    private readonly onOversize?: (frame: OversizeFrame) => void,
   ) {}
 
   /** Throws a TdistError (`frame_too_large` or `protocol_error`) on invalid input. */
   push(chunk: Buffer): void {
+    if (this.skipping > 0) {
+      if (chunk.length <= this.skipping) {
+        this.skipping -= chunk.length;
+        return;
+      }
+      chunk = chunk.subarray(this.skipping);
+      this.skipping = 0;
+    }
     let buffer: Buffer;
     if (this.pendingBytes === 0) {
       buffer = chunk;
@@ -151,13 +172,13 @@ export class FrameParser {
     while (buffer.length - at >= 4) {
       const length = buffer.readUInt32BE(at);
       if (length < 5) throw new TdistError("protocol_error", `invalid frame length ${length}`);
-      if (length + 4 > this.maxFrameBytes) {
-        throw new TdistError(
-          "frame_too_large",
-          `frame of ${length + 4} bytes exceeds the maximum of ${this.maxFrameBytes} bytes`,
-        );
+      const oversize = length + 4 > this.maxFrameBytes;
+      if (oversize && this.onOversize === undefined) throw this.tooLarge(length + 4);
+      if (oversize && buffer.length - at < FRAME_HEADER_BYTES) {
+        this.needed = FRAME_HEADER_BYTES;
+        break;
       }
-      if (buffer.length - at < length + 4) {
+      if (!oversize && buffer.length - at < length + 4) {
         this.needed = length + 4;
         break;
       }
@@ -166,6 +187,14 @@ export class FrameParser {
         throw new TdistError("protocol_error", `unknown frame type ${type}`);
       }
       const streamId = buffer.readUInt32BE(at + 5);
+      if (oversize) {
+        const available = buffer.length - at;
+        this.skipping = Math.max(0, length + 4 - available);
+        at = Math.min(buffer.length, at + length + 4);
+        this.onOversize?.({ type: type as FrameTypeValue, streamId, bytes: length + 4 });
+        if (this.skipping > 0) return;
+        continue;
+      }
       const payload = buffer.subarray(at + FRAME_HEADER_BYTES, at + 4 + length);
       at += 4 + length;
       this.onFrame({ type: type as FrameTypeValue, streamId, payload });
@@ -175,5 +204,12 @@ export class FrameParser {
       this.pending.push(rest);
       this.pendingBytes = rest.length;
     }
+  }
+
+  private tooLarge(bytes: number): TdistError {
+    return new TdistError(
+      "frame_too_large",
+      `frame of ${bytes} bytes exceeds the maximum of ${this.maxFrameBytes} bytes`,
+    );
   }
 }

@@ -24,6 +24,17 @@ export function handlerErrorToWire(err: unknown): WireError {
   return { code: "remote_handler", category: "remote_handler", message };
 }
 
+/** The wire form of why a run was killed: a TdistError keeps its code. */
+function killReasonToWire(reason: unknown): WireError {
+  if (reason instanceof TdistError) return reason.toWire();
+  return new TdistError("cancelled", "request killed", { cause: reason }).toWire();
+}
+
+/** The wire form of a failure to send one response: `codec_error` unless the sink gave a code. */
+function sendErrorToWire(err: unknown): WireError {
+  return TdistError.wrap(err, "codec_error", "response cannot be sent").toWire();
+}
+
 /**
  * Runs one handler invocation under credit-based flow control: the generator
  * is pulled only while the caller has granted credit, so a slow consumer
@@ -55,7 +66,21 @@ export class HandlerRun {
     this.ctx.stopGenerating();
   }
 
+  /**
+   * Ends the run and tells the caller why, as this stream's error: what the
+   * runtime does when a drain's grace runs out or the server closes, so every
+   * request plane's caller hears `shutting_down` rather than a dropped
+   * connection. A run that already finished is left alone.
+   */
   kill(reason?: unknown): void {
+    if (this.finished || this.ctx.isKilled) return;
+    this.sink.fail(killReasonToWire(reason));
+    this.cancel(reason);
+  }
+
+  /** Ends the run without a word to the caller: it asked for this (KILL) or is gone. */
+  cancel(reason?: unknown): void {
+    if (this.finished || this.ctx.isKilled) return;
     this.ctx.kill(reason);
     this.wakeUp();
   }
@@ -79,7 +104,14 @@ export class HandlerRun {
           break;
         }
         this.credit--;
-        sink.send(result.value);
+        try {
+          sink.send(result.value);
+        } catch (err) {
+          // The value cannot go on this transport (too large, not serialisable): that stream fails alone, with the
+          // transport's code, and the handler is closed.
+          sink.fail(sendErrorToWire(err));
+          break;
+        }
       }
     } catch (err) {
       if (!ctx.isKilled) sink.fail(handlerErrorToWire(err));

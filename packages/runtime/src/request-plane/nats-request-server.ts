@@ -308,15 +308,11 @@ export class NatsRequestServer implements RequestPlaneServer {
     });
   }
 
-  /** Kills a stream's handler; `tellCaller` sends the reason as the stream's ERROR unless it already ended. */
+  /** Ends a stream's handler; `tellCaller` sends the reason as the stream's ERROR unless it already ended. */
   private endStream(stream: ServerStream, reason: TdistError, tellCaller: boolean): void {
     this.forget(stream);
-    if (stream.run.done || stream.run.ctx.isKilled) return;
-    if (tellCaller) {
-      const seq = nextSeq(stream.seq);
-      this.publish(stream, encodeErrorResponse(seq, reason.toWire()), seq);
-    }
-    stream.run.kill(reason);
+    if (tellCaller) stream.run.kill(reason);
+    else stream.run.cancel(reason);
   }
 
   private forget(stream: ServerStream): void {

@@ -3,7 +3,15 @@ import type { Context } from "../context.js";
 import { TdistError } from "../errors/tdist-error.js";
 import type { Logger } from "../logger.js";
 import type { Codec } from "./codec.js";
-import { encodeFrame, encodeRequestPayload, FRAME_HEADER_BYTES, type Frame, FrameParser, FrameType } from "./frame.js";
+import {
+  encodeFrame,
+  encodeRequestPayload,
+  FRAME_HEADER_BYTES,
+  type Frame,
+  FrameParser,
+  FrameType,
+  type OversizeFrame,
+} from "./frame.js";
 import { FrameWriter } from "./frame-writer.js";
 import type { StreamHooks } from "./request-plane.js";
 import { type StreamTransport, TcpResponseStream } from "./tcp-response-stream.js";
@@ -36,7 +44,11 @@ export class TcpConnection implements StreamTransport {
 
   constructor(private readonly options: TcpConnectionOptions) {
     const { host, port } = parseAddress(options.address);
-    const parser = new FrameParser(options.maxFrameBytes, (frame) => this.onFrame(frame));
+    const parser = new FrameParser(
+      options.maxFrameBytes,
+      (frame) => this.onFrame(frame),
+      (frame) => this.onOversize(frame),
+    );
     this.socket = connect({ host, port, noDelay: true });
     const timer = setTimeout(() => {
       this.fail(new TdistError("cannot_connect", `connect to ${options.address} timed out`));
@@ -187,6 +199,25 @@ export class TcpConnection implements StreamTransport {
       default:
         throw new TdistError("protocol_error", `unexpected frame type ${frame.type} from a server`);
     }
+  }
+
+  /** A response larger than this side accepts (the server's limit is higher): that stream fails alone. */
+  private onOversize(frame: OversizeFrame): void {
+    if (frame.streamId === 0 || frame.type !== FrameType.DATA) {
+      throw new TdistError(
+        "frame_too_large",
+        `${frame.bytes}-byte frame exceeds the maximum of ${this.options.maxFrameBytes} bytes`,
+      );
+    }
+    const stream = this.streams.get(frame.streamId);
+    if (stream === undefined) return;
+    this.sendKill(frame.streamId);
+    stream.pushError(
+      new TdistError(
+        "frame_too_large",
+        `response of ${frame.bytes} bytes exceeds the maximum frame of ${this.options.maxFrameBytes} bytes (TDIST_MAX_FRAME_BYTES)`,
+      ),
+    );
   }
 
   private allocateStreamId(): number {

@@ -1,10 +1,21 @@
-import { connect, type Socket } from "node:net";
+import { type AddressInfo, connect, createServer, type Socket } from "node:net";
 import { type InProcessCluster, startInProcessCluster } from "@tdist/testkit";
 import { afterEach, describe, expect, it } from "vitest";
+import { Context } from "../context.js";
 import type { Handler } from "../handler.js";
+import { silentLogger } from "../logger.js";
 import { collect, expectError, wordsHandler } from "../testing/request-plane-suite.js";
 import { delay, withTimeout } from "../util/abort.js";
-import { encodeFrame, encodeRequestPayload, FrameParser, FrameType } from "./frame.js";
+import { jsonCodec } from "./codec.js";
+import {
+  decodeRequestPayload,
+  encodeFrame,
+  encodeRequestPayload,
+  FrameParser,
+  FrameType,
+  type FrameTypeValue,
+} from "./frame.js";
+import { TcpRequestClient } from "./tcp-request-client.js";
 
 async function rawSocket(address: string): Promise<Socket> {
   const [host, port] = address.split(":") as [string, string];
@@ -175,6 +186,48 @@ describe("tcp request plane - faults", () => {
     const client = await callerClient(c);
     await expectError(collect(client.generate({ text: "y".repeat(10_000) })), "frame_too_large");
     expect(await collect(client.generate({ text: "small" }))).toEqual(["small"]);
+  });
+
+  it("tcp - a response over the caller's own maximum fails that stream; the connection carries the others", async () => {
+    // A server configured with a larger TDIST_MAX_FRAME_BYTES than the caller.
+    const server = createServer((socket) => {
+      const writer = (type: FrameTypeValue, id: number, payload?: Buffer) =>
+        socket.write(encodeFrame(type, id, payload));
+      const parser = new FrameParser(1 << 20, (frame) => {
+        if (frame.type !== FrameType.REQUEST) return;
+        const { body } = decodeRequestPayload(frame.payload);
+        if (body.toString() === '"big"') {
+          writer(FrameType.DATA, frame.streamId, Buffer.from(JSON.stringify("z".repeat(20_000))));
+          writer(FrameType.END, frame.streamId);
+        } else {
+          writer(FrameType.DATA, frame.streamId, Buffer.from('"ok"'));
+          writer(FrameType.END, frame.streamId);
+        }
+      });
+      socket.on("data", (chunk: Buffer) => parser.push(chunk));
+      socket.on("error", () => {});
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const client = new TcpRequestClient({
+      maxFrameBytes: 4 * 1024,
+      connectTimeoutMs: 2_000,
+      streamWindow: 8,
+      codec: jsonCodec,
+      logger: silentLogger,
+    });
+    try {
+      const address = { tcp: `127.0.0.1:${(server.address() as AddressInfo).port}` };
+      const open = (request: string) =>
+        client.open(address, request, { path: "p", instanceId: "i", context: new Context() });
+      const big = open("big");
+      const small = open("small");
+      await expectError(collect(big), "frame_too_large");
+      expect(await collect(small)).toEqual(["ok"]);
+      expect(await collect(open("again"))).toEqual(["ok"]);
+    } finally {
+      await client.close();
+      server.close();
+    }
   });
 
   it("tcp - connecting to a dead address is cannot_connect", async () => {

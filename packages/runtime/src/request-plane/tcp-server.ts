@@ -3,7 +3,7 @@ import { hostname } from "node:os";
 import { TdistError, type WireError } from "../errors/tdist-error.js";
 import type { Logger } from "../logger.js";
 import type { Codec } from "./codec.js";
-import { decodeRequestPayload, type Frame, FrameParser, FrameType } from "./frame.js";
+import { decodeRequestPayload, FRAME_HEADER_BYTES, type Frame, FrameParser, FrameType } from "./frame.js";
 import { FrameWriter } from "./frame-writer.js";
 import { HandlerRun, type ResponseSink } from "./handler-run.js";
 import { admitRequest } from "./request-admission.js";
@@ -70,8 +70,9 @@ export class TcpRequestServer implements RequestPlaneServer {
 
   async close(): Promise<void> {
     this.accepting = false;
-    for (const connection of [...this.connections])
-      connection.destroy(new TdistError("shutting_down", "server closed"));
+    // Callers hear why their streams end before the connection closes.
+    const reason = new TdistError("shutting_down", "server closed");
+    for (const connection of [...this.connections]) connection.destroy(reason, { tellCallers: true, graceful: true });
     const server = this.server;
     if (server === undefined) return;
     this.server = undefined;
@@ -117,21 +118,27 @@ class ServerConnection {
           "closing request-plane connection: bad frame",
         );
         this.writer.writeString(FrameType.ERROR, 0, JSON.stringify(error.toWire()));
-        this.writer.flush();
-        this.destroy(error, true);
+        this.destroy(error, { graceful: true });
       }
     });
     socket.on("error", () => {});
     socket.once("close", () => this.destroy(new TdistError("disconnected", "caller disconnected")));
   }
 
-  /** Kills every stream on this connection; `graceful` lets queued bytes leave first. */
-  destroy(reason: TdistError, graceful = false): void {
+  /**
+   * Ends every stream on this connection: `tellCallers` sends each the reason
+   * as its ERROR; `graceful` lets queued bytes leave before the socket closes.
+   */
+  destroy(reason: TdistError, options: { tellCallers?: boolean; graceful?: boolean } = {}): void {
     if (this.closed) return;
     this.closed = true;
-    for (const run of this.runs.values()) run.kill(reason);
+    for (const run of this.runs.values()) {
+      if (options.tellCallers) run.kill(reason);
+      else run.cancel(reason);
+    }
     this.runs.clear();
-    if (graceful) {
+    if (options.graceful) {
+      this.writer.flush();
       this.socket.end();
       setTimeout(() => this.socket.destroy(), 1000).unref();
     } else {
@@ -154,7 +161,7 @@ class ServerConnection {
         this.runs.get(frame.streamId)?.stop();
         return;
       case FrameType.KILL:
-        this.runs.get(frame.streamId)?.kill(new TdistError("cancelled", "caller killed the request"));
+        this.runs.get(frame.streamId)?.cancel(new TdistError("cancelled", "caller killed the request"));
         this.runs.delete(frame.streamId);
         return;
       default:
@@ -189,12 +196,20 @@ class ServerConnection {
 
   private sinkFor(streamId: number): ResponseSink {
     const { writer } = this;
-    const codec = this.options.codec;
+    const { codec, maxFrameBytes } = this.options;
     return {
       send(value) {
         const body = codec.encode(value);
-        if (typeof body === "string") writer.writeString(FrameType.DATA, streamId, body);
-        else writer.writeFrame(FrameType.DATA, streamId, body);
+        // Checked here so an oversize response fails its own stream; sent, it would make the caller drop the connection.
+        if (typeof body === "string") {
+          if (FRAME_HEADER_BYTES + body.length * 3 > maxFrameBytes) {
+            assertFits(FRAME_HEADER_BYTES + Buffer.byteLength(body), maxFrameBytes);
+          }
+          writer.writeString(FrameType.DATA, streamId, body);
+        } else {
+          assertFits(FRAME_HEADER_BYTES + body.length, maxFrameBytes);
+          writer.writeFrame(FrameType.DATA, streamId, body);
+        }
       },
       end() {
         writer.writeFrame(FrameType.END, streamId);
@@ -206,5 +221,14 @@ class ServerConnection {
         return writer.needsDrain ? writer.drained() : undefined;
       },
     };
+  }
+}
+
+function assertFits(frameBytes: number, maxFrameBytes: number): void {
+  if (frameBytes > maxFrameBytes) {
+    throw new TdistError(
+      "frame_too_large",
+      `response of ${frameBytes} bytes exceeds the maximum frame of ${maxFrameBytes} bytes (TDIST_MAX_FRAME_BYTES)`,
+    );
   }
 }

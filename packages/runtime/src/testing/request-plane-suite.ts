@@ -233,6 +233,54 @@ export function describeRequestPlaneSuite(planeName: string, runtimeOptions: () 
       expect(await collect(client.generate({ text: "still served" }))).toEqual(["still", "served"]);
     });
 
+    it(`${planeName} - a stream killed when the drain grace ends tells its caller shutting_down`, async () => {
+      const endless: Handler<unknown, number> = async function* (_request, ctx) {
+        for (let i = 0; !ctx.isKilled; i++) {
+          yield i;
+          await delay(5, ctx.signal).catch(() => {});
+        }
+      };
+      const { servers, client } = await setup(1, endless);
+      const stream = client.generate({});
+      expect((await stream.next()).done).toBe(false);
+      const shutdown = (servers[0] as DistributedRuntime).shutdown({ graceMs: 50 });
+      await expectError(
+        (async () => {
+          for (;;) if ((await stream.next()).done) return;
+        })(),
+        "shutting_down",
+      );
+      await withTimeout("shutdown", 5_000, undefined, () => shutdown);
+    });
+
+    it(`${planeName} - an oversize response fails that stream alone`, async () => {
+      const sized: Handler<{ bytes?: number; words?: string }, string> = async function* (request, ctx) {
+        if (request.bytes !== undefined) {
+          yield "small";
+          yield "x".repeat(request.bytes);
+          yield "unreachable";
+          return;
+        }
+        for (const word of (request.words ?? "").split(" ")) {
+          await delay(10, ctx.signal);
+          yield word;
+        }
+      };
+      const { client } = await setup(1, sized as Handler<never, unknown>, { maxFrameBytes: 64 * 1024 });
+      // A stream open on the same connection while the oversize one fails must not notice.
+      const neighbour = collect(client.generate({ words: "one two three four five" }));
+      const received: unknown[] = [];
+      await expectError(
+        (async () => {
+          for await (const item of client.generate({ bytes: 100_000 })) received.push(item);
+        })(),
+        "frame_too_large",
+      );
+      expect(received).toEqual(["small"]);
+      expect(await neighbour).toEqual(["one", "two", "three", "four", "five"]);
+      expect(await collect(client.generate({ words: "still served" }))).toEqual(["still", "served"]);
+    });
+
     it(`${planeName} - 1000 concurrent streams arrive complete and in order`, async () => {
       const counter: Handler<{ n: number; id: number }, { id: number; i: number }> = async function* (request) {
         for (let i = 0; i < request.n; i++) yield { id: request.id, i };
