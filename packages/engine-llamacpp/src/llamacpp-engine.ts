@@ -4,10 +4,12 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
+  type DecodePhase,
   type EngineOutput,
   KV_EVENTS_TOPIC,
   type KvEventPublisher,
   KvEventSink,
+  type KvImportOutcome,
   LOAD_METRICS_TOPIC,
   LOGIT_BIAS_LIMIT,
   type ModelAssets,
@@ -17,11 +19,20 @@ import {
   SequenceKvTracker,
   type TokenLogprob,
   type WorkerLoadMetrics,
+  type WorkerRole,
 } from "@tdist/llm";
-import { type Context, type Logger, TdistError } from "@tdist/runtime";
+import {
+  type Context,
+  isKvTransferFallback,
+  type KvTransferOffer,
+  type KvTransferPlane,
+  type Logger,
+  TdistError,
+} from "@tdist/runtime";
 import { describeGgufModel, type GgufModelDescription, specialTokenIdsOf } from "./gguf-model-assets.js";
 import { readGgufFile } from "./gguf-reader.js";
 import { stateTokens, withStreamCount } from "./kv-state-file.js";
+import { stateFileSource, writeTransferredState } from "./kv-state-transfer.js";
 import type {
   ChildMessage,
   ParentMessage,
@@ -91,18 +102,21 @@ export interface LlamaCppEngineStats {
   activeRequests: number;
 }
 
+/** What a request's stream carries: outputs, and in the prefill phase the one that says the state is saved. */
+type StreamItem = EngineOutput & { exported?: true };
+
 /** One request's stream from the child. */
 class RequestStream {
-  readonly #items: EngineOutput[] = [];
+  readonly #items: StreamItem[] = [];
   #waiter: (() => void) | undefined;
   #ended = false;
   #badRequest: string | undefined;
   finished = false;
 
-  push(output: EngineOutput): void {
+  push(output: StreamItem): void {
     if (this.#ended) return;
     this.#items.push(output);
-    if (output.finishReason !== undefined) this.#ended = true;
+    if (output.finishReason !== undefined || output.exported === true) this.#ended = true;
     this.#wake();
   }
 
@@ -123,7 +137,7 @@ class RequestStream {
     waiter?.();
   }
 
-  async *[Symbol.asyncIterator](): AsyncGenerator<EngineOutput> {
+  async *[Symbol.asyncIterator](): AsyncGenerator<StreamItem> {
     while (true) {
       const item = this.#items.shift();
       if (item !== undefined) {
@@ -266,6 +280,8 @@ export class LlamaCppEngine {
   #failure: TdistError | undefined;
   /** With `events`: what the child's sequences hold and where KV events and load metrics go. */
   readonly #events: EngineEvents | undefined;
+  /** Prompt states offered to decode engines and not yet fetched: released (their files deleted) on close. */
+  readonly #offers = new Set<KvTransferOffer>();
 
   private constructor(
     options: ResolvedLlamaCppEngineOptions,
@@ -310,7 +326,7 @@ export class LlamaCppEngine {
     const info = await readGgufFile(resolved.modelPath);
     const description = describeGgufModel(info);
     for (const warning of description.warnings) resolved.logger.warn({ modelPath: resolved.modelPath }, warning);
-    const stateDir = await mkdtemp(join(tmpdir(), "tdist-llamacpp-"));
+    const stateDir = await mkdtemp(join(resolved.tempDir ?? tmpdir(), "tdist-llamacpp-"));
     const engine = new LlamaCppEngine(resolved, description, info.headerSha256, info.fileSize, stateDir);
     try {
       engine.#ready = engine.#spawn();
@@ -390,11 +406,12 @@ export class LlamaCppEngine {
   }
 
   /** A model card (without its tokenizer source, which `serveModel` fills in). */
-  modelCard(options: { name?: string } = {}): Omit<ModelCard, "tokenizer"> {
+  modelCard(options: { name?: string; role?: WorkerRole } = {}): Omit<ModelCard, "tokenizer"> {
     const info = this.modelInfo();
     return {
       name: options.name ?? info.name,
       engine: "llamacpp",
+      ...(options.role !== undefined ? { role: options.role } : {}),
       ...this.modelAssets().cardFields,
       kvBlockSize: LLAMACPP_KV_BLOCK_SIZE,
       limits: { maxSequences: info.sequences },
@@ -409,6 +426,13 @@ export class LlamaCppEngine {
    * `ctx.stopGenerating()` (the last message carries any token already made),
    * `"error"` when the child fails (its `error` says why).
    * A kill ends the stream at once and frees the sequence.
+   *
+   * Disaggregated serving (`request.disaggregation`, needs `kvTransfer`):
+   * a prefill-phase request answers one output, the first token, and either
+   * its `finishReason` or `kvTransfer`, the offer of the prompt's KV state; a
+   * decode-phase request fetches that state, continues from it and says on
+   * its first output how it got it (`kvImport`: `fetched`, or `fallback`
+   * when the transfer failed and the prompt was prefilled here).
    */
   async *generate(
     request: PreprocessedRequest,
@@ -416,6 +440,10 @@ export class LlamaCppEngine {
     options: LlamaCppGenerateOptions = {},
   ): AsyncGenerator<EngineOutput> {
     const workerRequest = this.#workerRequest(request);
+    const phase = this.#disaggregationOf(request);
+    if (phase !== undefined && options.kvState !== undefined) {
+      throw new TdistError("bad_request", "a request takes a kvState or disaggregation, not both");
+    }
     if (ctx.isKilled) return;
     if (workerRequest.maxTokens === 0) {
       yield { tokenIds: [], finishReason: "length", cachedTokens: 0 };
@@ -425,12 +453,123 @@ export class LlamaCppEngine {
       yield { tokenIds: [], finishReason: "cancelled", cachedTokens: 0 };
       return;
     }
-    let statePath: string | undefined;
-    if (options.kvState !== undefined) {
-      this.#checkState(options.kvState);
-      statePath = await this.#writeStateFile(options.kvState.data);
-      workerRequest.statePath = statePath;
+    if (phase?.phase === "prefill") {
+      yield* this.#prefillPhase(workerRequest, ctx);
+      return;
     }
+    if (phase?.phase === "decode") {
+      yield* this.#decodePhase(workerRequest, phase, ctx);
+      return;
+    }
+    let statePath: string | undefined;
+    try {
+      if (options.kvState !== undefined) {
+        this.#checkState(options.kvState);
+        statePath = await this.#writeStateFile(options.kvState.data);
+        workerRequest.statePath = statePath;
+      }
+      yield* this.#run(workerRequest, ctx);
+    } finally {
+      if (statePath !== undefined) await rm(statePath, { force: true });
+    }
+  }
+
+  /** Evaluates the prompt, samples its first token, and offers the prompt's state unless that token ends the request. */
+  async *#prefillPhase(workerRequest: WorkerGenerateRequest, ctx: Context): AsyncGenerator<EngineOutput> {
+    const plane = this.options.kvTransfer as KvTransferPlane;
+    const path = join(this.#stateDir, `prefill-${++this.#nextId}.bin`);
+    workerRequest.exportStatePath = path;
+    let offer: KvTransferOffer | undefined;
+    try {
+      for await (const { exported, ...output } of this.#run(workerRequest, ctx)) {
+        if (exported !== true) {
+          yield output;
+          continue;
+        }
+        // Held until fetched, the ttl, or close: a consumer that stops reading after this output still passes it on.
+        offer = await this.#offerStateFile(plane, path);
+        yield { ...output, kvTransfer: offer.handle };
+      }
+    } finally {
+      if (offer === undefined) await rm(path, { force: true });
+    }
+  }
+
+  async #offerStateFile(plane: KvTransferPlane, path: string): Promise<KvTransferOffer> {
+    const source = await stateFileSource(path, this.#fingerprint);
+    const offer = await plane.offer(source, { onRelease: () => rm(path, { force: true }) });
+    this.#offers.add(offer);
+    void offer.settled.then(() => this.#offers.delete(offer));
+    return offer;
+  }
+
+  /** Fetches the prompt's state into a file the child loads, or prefills the prompt when the transfer fails. */
+  async *#decodePhase(
+    workerRequest: WorkerGenerateRequest,
+    phase: DecodePhase,
+    ctx: Context,
+  ): AsyncGenerator<EngineOutput> {
+    const plane = this.options.kvTransfer;
+    let kvImport: KvImportOutcome = "fallback";
+    let path: string | undefined;
+    try {
+      if (plane === undefined) {
+        this.#logger.warn(
+          { prefillWorkerId: phase.prefillWorkerId },
+          "a decode-phase request reached a llama.cpp engine without a KV transfer plane; prefilling here",
+        );
+      } else {
+        path = join(this.#stateDir, `decode-${++this.#nextId}.bin`);
+        try {
+          await writeTransferredState(plane.fetch(phase.kvTransfer, { signal: ctx.signal }), path, {
+            modelFingerprint: this.#fingerprint,
+            tokenIds: workerRequest.tokenIds.slice(0, phase.kvTokens),
+            streams: this.#lastReady?.sequences ?? 1,
+          });
+          kvImport = "fetched";
+          workerRequest.statePath = path;
+          workerRequest.prefillOnBadState = true;
+        } catch (err) {
+          await rm(path, { force: true });
+          path = undefined;
+          if (ctx.isKilled) return;
+          if (!isKvTransferFallback(err)) throw err;
+          this.#logger.warn(
+            {
+              prefillWorkerId: phase.prefillWorkerId,
+              transferId: phase.kvTransfer.transferId,
+              code: (err as TdistError).code,
+              error: (err as TdistError).message,
+            },
+            "KV transfer failed; prefilling here",
+          );
+        }
+      }
+      let first = true;
+      for await (const output of this.#run(workerRequest, ctx)) {
+        if (!first) {
+          yield output;
+          continue;
+        }
+        first = false;
+        // The child has loaded it by its first output.
+        if (path !== undefined) await rm(path, { force: true });
+        path = undefined;
+        if (output.kvImport === "fallback" && kvImport === "fetched") {
+          this.#logger.warn(
+            { prefillWorkerId: phase.prefillWorkerId, transferId: phase.kvTransfer.transferId },
+            "the transferred KV state did not load; prefilled here",
+          );
+        }
+        yield { ...output, kvImport: output.kvImport ?? kvImport };
+      }
+    } finally {
+      if (path !== undefined) await rm(path, { force: true });
+    }
+  }
+
+  /** Runs a request on the child: its outputs, with the credit flow that paces it. */
+  async *#run(workerRequest: WorkerGenerateRequest, ctx: Context): AsyncGenerator<StreamItem> {
     const stream = new RequestStream();
     let child: WorkerChild | undefined;
     const id = ++this.#nextId;
@@ -461,7 +600,7 @@ export class LlamaCppEngine {
       const creditBatch = Math.max(1, Math.floor(this.options.creditWindow / 4));
       let consumed = 0;
       for await (const output of stream) {
-        if (output.finishReason !== undefined) stream.finished = true;
+        if (output.finishReason !== undefined || output.exported === true) stream.finished = true;
         yield output;
         consumed += output.tokenIds.length;
         if (consumed >= creditBatch && !stream.finished) {
@@ -478,8 +617,38 @@ export class LlamaCppEngine {
         if (!stream.finished) child.send({ type: "kill", id });
         child.requests.delete(id);
       }
-      if (statePath !== undefined) await rm(statePath, { force: true });
     }
+  }
+
+  /** The request's disaggregation phase, checked; undefined when it is served aggregated. */
+  #disaggregationOf(request: PreprocessedRequest): PreprocessedRequest["disaggregation"] {
+    const phase = request.disaggregation;
+    if (phase === undefined || phase === null) return undefined;
+    if (phase.phase === "prefill") {
+      if (this.options.kvTransfer === undefined) {
+        throw new TdistError(
+          "bad_request",
+          "this llama.cpp engine has no KV transfer plane: it cannot serve a prefill phase",
+        );
+      }
+      return phase;
+    }
+    if (phase.phase === "decode") {
+      if (typeof phase.kvTransfer !== "object" || phase.kvTransfer === null) {
+        throw new TdistError("bad_request", "disaggregation.kvTransfer must be a KV transfer handle");
+      }
+      if (!isInteger(phase.kvTokens, 1, request.tokenIds.length - 1)) {
+        throw new TdistError(
+          "bad_request",
+          `disaggregation.kvTokens must be an integer in [1, ${request.tokenIds.length - 1}] (the tokens before the last), got ${String(phase.kvTokens)}`,
+        );
+      }
+      return phase;
+    }
+    throw new TdistError(
+      "bad_request",
+      `disaggregation.phase must be prefill or decode, got ${String((phase as { phase?: unknown }).phase)}`,
+    );
   }
 
   /**
@@ -539,6 +708,7 @@ export class LlamaCppEngine {
     if (this.#state === "closed") return;
     this.#state = "closed";
     this.#failure = new TdistError("shutting_down", "the llama.cpp engine is closed");
+    await Promise.all([...this.#offers].map((offer) => offer.release()));
     const child = this.#child;
     if (child !== undefined && !child.exited) {
       child.closing = true;
@@ -791,6 +961,7 @@ export class LlamaCppEngine {
         const output: EngineOutput = { tokenIds: message.tokenIds };
         if (message.logprobs !== undefined) output.logprobs = message.logprobs as TokenLogprob[];
         if (message.cachedTokens !== undefined) output.cachedTokens = message.cachedTokens;
+        if (message.kvImport !== undefined) output.kvImport = message.kvImport;
         child.requests.get(message.id)?.push(output);
         return;
       }
@@ -805,9 +976,13 @@ export class LlamaCppEngine {
           stream.refuse(message.error ?? "invalid request");
           return;
         }
-        const output: EngineOutput = { tokenIds: message.tokenIds, finishReason: message.finishReason };
+        const output: StreamItem =
+          message.finishReason === "exported"
+            ? { tokenIds: message.tokenIds, exported: true }
+            : { tokenIds: message.tokenIds, finishReason: message.finishReason };
         if (message.logprobs !== undefined) output.logprobs = message.logprobs as TokenLogprob[];
         if (message.cachedTokens !== undefined) output.cachedTokens = message.cachedTokens;
+        if (message.kvImport !== undefined) output.kvImport = message.kvImport;
         if (message.error !== undefined) {
           output.error = message.error;
           this.#logger.warn({ requestId: message.id, error: message.error }, "llama.cpp request failed");

@@ -52,8 +52,21 @@ export interface WorkerGenerateRequest {
   suppressUntilMinTokens: number[];
   /** Return logprobs: the chosen token's (0) plus this many alternatives; absent = none. */
   logprobs?: number;
-  /** A KV state file (from `exportState`) to load into the sequence first. */
+  /** A KV state file (from `exportState` or a transfer) to load into the sequence first. */
   statePath?: string;
+  /**
+   * Decode phase: a `statePath` that does not load (or holds no proper prefix
+   * of the prompt) is dropped and the prompt prefilled here, reported as
+   * `kvImport: "fallback"` on the first message. Without it, such a state
+   * refuses the request.
+   */
+  prefillOnBadState?: boolean;
+  /**
+   * Prefill phase: generate one token; unless it ends the request, save the
+   * sequence's state (the prompt's KV, the token not evaluated) to this path
+   * and end with `exported`.
+   */
+  exportStatePath?: string;
 }
 
 export type ParentMessage =
@@ -111,15 +124,19 @@ export type ChildMessage =
       logprobs?: WorkerTokenLogprob[];
       /** On a request's first message: prompt tokens reused from the sequence's cache. */
       cachedTokens?: number;
+      /** On a request's first message, when its `statePath` was dropped (`prefillOnBadState`). */
+      kvImport?: "fallback";
     }
   | {
       /** The request's last message, with its last tokens. */
       type: "done";
       id: number;
-      finishReason: "stop" | "length" | "cancelled" | "error" | "killed";
+      /** `exported`: the first token is out and the prompt's state is in `exportStatePath`; the request goes on elsewhere. */
+      finishReason: "stop" | "length" | "cancelled" | "error" | "killed" | "exported";
       tokenIds: number[];
       logprobs?: WorkerTokenLogprob[];
       cachedTokens?: number;
+      kvImport?: "fallback";
       error?: string;
       /** The request was refused before it started (invalid, e.g. a state for another prompt). */
       badRequest?: boolean;

@@ -1,6 +1,6 @@
 import { availableParallelism } from "node:os";
 import type { KvEventPublisher } from "@tdist/llm";
-import { type Logger, silentLogger, TdistError } from "@tdist/runtime";
+import { type KvTransferPlane, type Logger, silentLogger, TdistError } from "@tdist/runtime";
 
 /**
  * Tokens per KV block in the engine's KV events and model card. llama.cpp
@@ -67,6 +67,21 @@ export interface LlamaCppEngineOptions {
    * (`serveLlamaCppWorker` turns them on; `kv-approx` needs no events).
    */
   events?: LlamaCppEventOptions;
+  /**
+   * Moves prompts' KV caches to and from other engines for disaggregated
+   * serving (`PreprocessedRequest.disaggregation`): a prefill-phase request
+   * offers its prompt's state through it, a decode-phase request fetches
+   * one. Default: none (`serveLlamaCppWorker` passes the runtime's
+   * `kvTransfer`); without it a prefill-phase request is refused and a
+   * decode-phase one prefills here.
+   */
+  kvTransfer?: KvTransferPlane;
+  /**
+   * Directory the engine makes its private temporary directory in (KV state
+   * files being exported, offered or imported; removed on `close`). Default
+   * the OS temp dir.
+   */
+  tempDir?: string;
   /** How long loading the model may take, ms. Default 300 000. */
   loadTimeoutMs?: number;
   /** Restarts allowed within `restartWindowMs` after crashes before the engine gives up. Default 5. */
@@ -87,6 +102,8 @@ export interface ResolvedLlamaCppEngineOptions {
   gpu: LlamaCppGpu;
   creditWindow: number;
   events: LlamaCppEventOptions | undefined;
+  kvTransfer: KvTransferPlane | undefined;
+  tempDir: string | undefined;
   loadTimeoutMs: number;
   maxRestarts: number;
   restartWindowMs: number;
@@ -131,6 +148,13 @@ export function resolveLlamaCppEngineOptions(options: LlamaCppEngineOptions): Re
   if (options.flashAttention !== undefined && typeof options.flashAttention !== "boolean") {
     throw new TdistError("invalid_option", `flashAttention must be a boolean, got ${String(options.flashAttention)}`);
   }
+  const { kvTransfer, tempDir } = options;
+  if (kvTransfer !== undefined && (typeof kvTransfer?.offer !== "function" || typeof kvTransfer.fetch !== "function")) {
+    throw new TdistError("invalid_option", "kvTransfer must be a KV transfer plane (offer and fetch)");
+  }
+  if (tempDir !== undefined && (typeof tempDir !== "string" || tempDir.length === 0)) {
+    throw new TdistError("invalid_option", "tempDir must name a directory");
+  }
   return {
     modelPath: options.modelPath,
     threads: integer("threads", options.threads, defaultThreads(), 1, 1024),
@@ -143,6 +167,8 @@ export function resolveLlamaCppEngineOptions(options: LlamaCppEngineOptions): Re
     gpu,
     creditWindow: integer("creditWindow", options.creditWindow, 256, 1),
     events: checkEvents(options.events),
+    kvTransfer,
+    tempDir,
     loadTimeoutMs: integer("loadTimeoutMs", options.loadTimeoutMs, 300_000, 1),
     maxRestarts: integer("maxRestarts", options.maxRestarts, 5, 0),
     restartWindowMs: integer("restartWindowMs", options.restartWindowMs, 60_000, 1),

@@ -235,6 +235,9 @@ class Worker {
     let slot: SequenceSlot | undefined;
     let cachedTokens = 0;
     let firstMessage = true;
+    let kvImport: "fallback" | undefined;
+    const firstExtras = (): { cachedTokens?: number; kvImport?: "fallback" } =>
+      firstMessage ? { cachedTokens, ...(kvImport !== undefined ? { kvImport } : {}) } : {};
     const pendingTokens: number[] = [];
     const pendingLogprobs: WorkerTokenLogprob[] = [];
     const done = (
@@ -247,7 +250,7 @@ class Worker {
         finishReason,
         tokenIds: pendingTokens.splice(0),
         ...(request.logprobs !== undefined ? { logprobs: pendingLogprobs.splice(0) } : {}),
-        ...(firstMessage ? { cachedTokens } : {}),
+        ...firstExtras(),
         ...extra,
       });
     };
@@ -262,13 +265,21 @@ class Worker {
       const prompt = request.tokenIds;
       if (request.statePath !== undefined) {
         const statePath = request.statePath;
-        await this.#pause.during(() => sequence.loadStateFromFile(statePath, { acceptRisk: true }));
-        const loaded = sequence.contextTokens;
-        if (loaded.length >= prompt.length || commonPrefixLength(loaded, prompt) !== loaded.length) {
+        let problem: string | undefined;
+        try {
+          await this.#pause.during(() => sequence.loadStateFromFile(statePath, { acceptRisk: true }));
+          const loaded = sequence.contextTokens;
+          if (loaded.length >= prompt.length || commonPrefixLength(loaded, prompt) !== loaded.length) {
+            problem = `the KV state holds ${loaded.length} tokens that are not a proper prefix of the ${prompt.length}-token prompt`;
+          }
+        } catch (err) {
+          if (request.prefillOnBadState !== true) throw err;
+          problem = errorText(err);
+        }
+        if (problem !== undefined) {
           await this.#pause.during(() => sequence.clearHistory());
-          throw new BadRequestError(
-            `the KV state holds ${loaded.length} tokens that are not a proper prefix of the ${prompt.length}-token prompt`,
-          );
+          if (request.prefillOnBadState !== true) throw new BadRequestError(problem);
+          kvImport = "fallback";
         }
       }
       // Reuse the sequence's cached prefix; at least the last prompt token is evaluated, for its logits.
@@ -365,12 +376,23 @@ class Worker {
         if (generated >= maxTokens) return done("length");
         if (active.killed.signal.aborted) return done("killed");
         if (active.stopRequested) return done("cancelled");
+        if (request.exportStatePath !== undefined) {
+          const exportPath = request.exportStatePath;
+          // The token just sampled is evaluated on the next step only: the sequence holds exactly the prompt.
+          if (sequence.contextTokens.length !== prompt.length) {
+            throw new Error(
+              `after the first token the sequence holds ${sequence.contextTokens.length} tokens, not the prompt's ${prompt.length}`,
+            );
+          }
+          await this.#pause.during(() => sequence.saveStateToFile(exportPath));
+          return done("exported");
+        }
         send({
           type: "tokens",
           id: active.id,
           tokenIds: pendingTokens.splice(0),
           ...(wantLogprobs ? { logprobs: pendingLogprobs.splice(0) } : {}),
-          ...(firstMessage ? { cachedTokens } : {}),
+          ...firstExtras(),
         });
         if (firstMessage || generated % KV_REPORT_EVERY === 0) this.#reportKvCache(slot);
         firstMessage = false;

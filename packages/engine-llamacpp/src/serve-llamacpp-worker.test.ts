@@ -1,5 +1,5 @@
 import type { EngineOutput, PreprocessedRequest } from "@tdist/llm";
-import { DistributedRuntime, MemoryDiscoveryStore, withTimeout } from "@tdist/runtime";
+import { DistributedRuntime, type KvTransferHandle, MemoryDiscoveryStore, withTimeout } from "@tdist/runtime";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type ServedLlamaCppWorker, serveLlamaCppWorker } from "./serve-llamacpp-worker.js";
 import { GENERATE_BOUND_MS, prompts, request, TEST_CACHE_DIR, tinyModelPath } from "./testing/llamacpp-fixtures.js";
@@ -50,5 +50,44 @@ describe("llamacpp worker", () => {
     });
     expect(outputs.flatMap((output) => output.tokenIds)).toHaveLength(6);
     expect(outputs.at(-1)?.finishReason).toBe("length");
+  });
+
+  it("llamacpp worker - a prefill worker registers under prefill and offers the prompt's KV through the runtime", async () => {
+    const prefill = await withTimeout("starting the prefill worker", 60_000, undefined, () =>
+      serveLlamaCppWorker(runtime, {
+        namespace: "llamacpp-test",
+        role: "prefill",
+        cacheDir: TEST_CACHE_DIR,
+        engine: { sequences: 1, contextSize: 256 },
+      }),
+    );
+    try {
+      expect(prefill.card.role).toBe("prefill");
+      expect(worker.card.role).toBeUndefined();
+      const client = await runtime
+        .namespace("llamacpp-test")
+        .component("prefill")
+        .endpoint("generate")
+        .client<PreprocessedRequest, EngineOutput>();
+      const [prompt] = prompts(1) as [number[]];
+      const outputs = await withTimeout("prefill", GENERATE_BOUND_MS, undefined, async () => {
+        const seen: EngineOutput[] = [];
+        for await (const output of client.generate({ ...request(prompt, 6), disaggregation: { phase: "prefill" } })) {
+          seen.push(output);
+        }
+        return seen;
+      });
+      expect(outputs).toHaveLength(1);
+      expect(outputs[0]?.tokenIds).toHaveLength(1);
+      expect(outputs[0]?.finishReason).toBeUndefined();
+      const handle = outputs[0]?.kvTransfer as KvTransferHandle;
+      expect(runtime.kvTransfer.openOffers).toBe(1);
+      let bytes = 0;
+      for await (const chunk of runtime.kvTransfer.fetch(handle, { timeoutMs: GENERATE_BOUND_MS }))
+        bytes += chunk.byteLength;
+      expect(bytes).toBe(handle.byteCount);
+    } finally {
+      await prefill.stop({ graceMs: 500 });
+    }
   });
 });

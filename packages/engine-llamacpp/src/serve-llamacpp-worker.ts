@@ -1,4 +1,4 @@
-import { type ServedModel, serveModel, workerEventChannel } from "@tdist/llm";
+import { componentForRole, type ServedModel, serveModel, type WorkerRole, workerEventChannel } from "@tdist/llm";
 import type { DistributedRuntime } from "@tdist/runtime";
 import { LlamaCppEngine } from "./llamacpp-engine.js";
 import type { LlamaCppEngineOptions } from "./llamacpp-options.js";
@@ -8,7 +8,16 @@ import { ensureTinyModel } from "./tiny-model.js";
 
 export interface LlamaCppWorkerOptions {
   namespace: string;
+  /** Default: `prefill` for the prefill role, else `backend`. */
   component?: string;
+  /**
+   * What the worker does in disaggregated serving (the card's `role`):
+   * `aggregated` (default), `prefill` (computes prompts' KV and offers it
+   * through the runtime's `kvTransfer`; registers under `prefill`) or
+   * `decode` (continues from a transferred KV, or serves aggregated). Every
+   * role serves both phases; the role tells the frontend where to send them.
+   */
+  role?: WorkerRole;
   /** Served model name. Default: the GGUF's `general.name` (the tiny model's is `tdist-tiny-random`). */
   modelName?: string;
   /**
@@ -25,7 +34,7 @@ export interface LlamaCppWorkerOptions {
    * logger (bytes, percent, rate; one every 2 s and the last).
    */
   onProgress?: ModelProgressListener;
-  /** Engine options (`events` is filled in unless `events` is false). */
+  /** Engine options (`events` is filled in unless `events` is false; `kvTransfer` defaults to the runtime's). */
   engine?: Partial<Omit<LlamaCppEngineOptions, "events">>;
   /**
    * Publish the engine's KV events and load metrics on the runtime's event
@@ -48,7 +57,9 @@ export interface ServedLlamaCppWorker extends ServedModel {
  * file, so nothing else is needed. The engine's KV events go to the
  * runtime's event plane, so KV-aware routing (`--router-mode kv`) sees what
  * each worker's sequences hold (re-sent whole when a router asks, after a
- * gap in the event ids). `stop()` also closes the engine.
+ * gap in the event ids). `stop()` also closes the engine. With `role`, it
+ * takes part in disaggregated serving: prompts' KV caches move between
+ * workers through the runtime's `kvTransfer` plane.
  *
  * ```ts
  * const worker = await serveLlamaCppWorker(runtime, { namespace: "tdist", engine: { modelPath: "model.gguf" } });
@@ -70,11 +81,13 @@ export async function serveLlamaCppWorker(
           ...(options.onProgress !== undefined || !progressBar ? { onProgress } : {}),
         })
       : (options.engine?.modelPath ?? (await ensureTinyModel({ ...cache, onProgress })));
-  const component = options.component ?? "backend";
+  const role = options.role ?? "aggregated";
+  const component = options.component ?? componentForRole(role);
   const channel =
     options.events === false ? undefined : await workerEventChannel(runtime, options.namespace, component);
   const engine = await LlamaCppEngine.start({
     logger: runtime.logger,
+    kvTransfer: runtime.kvTransfer,
     ...options.engine,
     modelPath,
     ...(channel !== undefined ? { events: { workerId: channel.workerId, publisher: channel.publisher } } : {}),
@@ -85,7 +98,10 @@ export async function serveLlamaCppWorker(
       component,
       tokenizerJson: engine.modelAssets().tokenizerJson,
       engine: engine.handler,
-      card: engine.modelCard(options.modelName !== undefined ? { name: options.modelName } : {}),
+      card: engine.modelCard({
+        ...(options.modelName !== undefined ? { name: options.modelName } : {}),
+        ...(options.role !== undefined ? { role } : {}),
+      }),
     });
     const resync = await channel?.answerResync(() => engine.resyncKvEvents());
     return {
