@@ -1,7 +1,7 @@
 import { serveEchoWorker } from "@tdist/engine-echo";
 import { serveLlamaCppWorker } from "@tdist/engine-llamacpp";
 import { serveMockerWorker } from "@tdist/engine-mocker";
-import type { ServedModel } from "@tdist/llm";
+import type { ServedModel, WorkerRole } from "@tdist/llm";
 import { type DistributedRuntime, TdistError } from "@tdist/runtime";
 
 export const ENGINES = ["llamacpp", "mocker", "echo"] as const;
@@ -26,6 +26,12 @@ export interface WorkerSpec {
    * Default true; the mocker always publishes (it exists to feed routers).
    */
   kvEvents?: boolean | undefined;
+  /** Disaggregated serving role (`--mode`); default aggregated. Not for echo, which has no KV cache to hand over. */
+  role?: WorkerRole | undefined;
+  /** mocker: prefill-to-decode bandwidth in GB/s for the simulated transfer time. */
+  kvTransferGbps?: number | undefined;
+  /** mocker: KV cache bytes per token for the simulated transfer time. */
+  kvBytesPerToken?: number | undefined;
 }
 
 export function parseEngine(value: string | undefined): EngineKind {
@@ -53,6 +59,7 @@ export async function startWorker(runtime: DistributedRuntime, spec: WorkerSpec)
         namespace: spec.namespace,
         ...(spec.modelName ? { modelName: spec.modelName } : {}),
         ...(spec.model ? { model: spec.model, progressBar: process.stderr.isTTY === true } : {}),
+        ...(spec.role !== undefined ? { role: spec.role } : {}),
         events: spec.kvEvents !== false,
         engine: {
           ...(spec.threads !== undefined ? { threads: spec.threads } : {}),
@@ -64,7 +71,12 @@ export async function startWorker(runtime: DistributedRuntime, spec: WorkerSpec)
       return serveMockerWorker(runtime, {
         namespace: spec.namespace,
         ...(spec.modelName ? { modelName: spec.modelName } : {}),
-        engine: { speedupRatio: spec.speedup ?? 1 },
+        ...(spec.role !== undefined ? { role: spec.role } : {}),
+        engine: {
+          speedupRatio: spec.speedup ?? 1,
+          ...(spec.kvTransferGbps !== undefined ? { kvTransferGbps: spec.kvTransferGbps } : {}),
+          ...(spec.kvBytesPerToken !== undefined ? { kvBytesPerToken: spec.kvBytesPerToken } : {}),
+        },
       });
   }
 }

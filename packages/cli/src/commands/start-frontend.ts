@@ -26,6 +26,7 @@ export async function startHttpFrontend(
       port: settings.port,
       router: settings.router,
       kvRouter: settings.kvRouter,
+      disaggregation: settings.disaggregation,
       ...(settings.corsOrigins.length > 0 ? { corsOrigins: settings.corsOrigins } : {}),
       ...(namespace ? { namespace } : {}),
       // `tdist status --url` reads this: the only window onto memory discovery from outside the process.

@@ -1,4 +1,4 @@
-import { type HttpFrontendOptions, LLM_ROUTER_MODES, type LlmRouterMode } from "@tdist/llm";
+import { DEFAULT_DISAGGREGATION, type HttpFrontendOptions, LLM_ROUTER_MODES, type LlmRouterMode } from "@tdist/llm";
 import { Env } from "@tdist/runtime";
 import { type Command, Option } from "commander";
 import { CliEnv } from "../cli-env.js";
@@ -15,6 +15,8 @@ export interface FrontendFlagValues {
   activeDecodeBlocksThreshold?: number;
   activePrefillTokensThreshold?: number;
   corsOrigin?: string;
+  disaggMinUncachedTokens: number;
+  disaggPrefillBusyTokens: number;
 }
 
 /** The HTTP frontend's flags; `defaultHost` differs between a laptop (`run`) and a server (`frontend`). */
@@ -51,6 +53,22 @@ export function addFrontendOptions(command: Command, defaultHost: string): Comma
       ).argParser(numberArg({ min: 0 })),
     )
     .addOption(
+      new Option(
+        "--disagg-min-uncached-tokens <n>",
+        "with prefill workers: prefill on one only when the decode worker would compute more prompt tokens than this",
+      )
+        .argParser(numberArg({ min: 0, integer: true }))
+        .default(DEFAULT_DISAGGREGATION.minUncachedTokens),
+    )
+    .addOption(
+      new Option(
+        "--disagg-prefill-busy-tokens <n>",
+        "with prefill workers: one with more prompt tokens than this queued is busy; the decode worker prefills",
+      )
+        .argParser(numberArg({ min: 0, integer: true }))
+        .default(DEFAULT_DISAGGREGATION.prefillBusyTokens),
+    )
+    .addOption(
       envOption(
         "--cors-origin <origins>",
         "let browsers on these origins call the API (comma-separated, or *); off by default",
@@ -64,11 +82,19 @@ function optional<K extends string, V>(key: K, value: V | undefined): Partial<Re
 }
 
 /** The frontend's options from its flags (runtime, pipeline and logger come from the command). */
-export function frontendSettings(
-  values: FrontendFlagValues,
-): Pick<HttpFrontendOptions, "host" | "port" | "router" | "kvRouter"> & { corsOrigins: string[] } {
+export function frontendSettings(values: FrontendFlagValues): Pick<
+  HttpFrontendOptions,
+  "host" | "port" | "router" | "kvRouter"
+> & {
+  corsOrigins: string[];
+  disaggregation: { minUncachedTokens: number; prefillBusyTokens: number };
+} {
   return {
     host: values.host,
+    disaggregation: {
+      minUncachedTokens: values.disaggMinUncachedTokens,
+      prefillBusyTokens: values.disaggPrefillBusyTokens,
+    },
     port: values.port,
     router: values.routerMode,
     kvRouter: {

@@ -1,3 +1,4 @@
+import { WORKER_ROLES, type WorkerRole } from "@tdist/llm";
 import { TdistError } from "@tdist/runtime";
 import { type Command, Option } from "commander";
 import { ENGINES, type EngineKind, type WorkerSpec } from "../commands/engines.js";
@@ -12,6 +13,9 @@ export interface WorkerFlagValues {
   kvEvents: boolean;
   speedup?: number;
   delayMs?: number;
+  mode?: WorkerRole;
+  kvTransferGbps?: number;
+  kvBytesPerToken?: number;
 }
 
 /** Flags that only one engine reads: given with another engine they are refused, never ignored. */
@@ -21,10 +25,23 @@ const ENGINE_ONLY: Partial<Record<keyof WorkerFlagValues, { flag: string; engine
   sequences: { flag: "--sequences", engines: ["llamacpp"] },
   kvEvents: { flag: "--no-kv-events", engines: ["llamacpp"] },
   speedup: { flag: "--speedup", engines: ["mocker"] },
+  kvTransferGbps: { flag: "--kv-transfer-gbps", engines: ["mocker"] },
+  kvBytesPerToken: { flag: "--kv-bytes-per-token", engines: ["mocker"] },
   delayMs: { flag: "--delay-ms", engines: ["echo"] },
 };
 
-export function addWorkerOptions(command: Command): Command {
+/** The worker flags; `withMode` false for `tdist run`, which takes the topology as worker counts instead. */
+export function addWorkerOptions(command: Command, withMode = true): Command {
+  if (withMode) {
+    command.addOption(
+      new Option(
+        "--mode <role>",
+        "disaggregated serving: prefill (computes prompts' KV caches for decode workers), decode, or aggregated (both)",
+      )
+        .choices(WORKER_ROLES)
+        .default("aggregated"),
+    );
+  }
   return command
     .addOption(
       new Option("--engine <engine>", "llamacpp (real CPU inference), mocker (simulated) or echo")
@@ -55,8 +72,30 @@ export function addWorkerOptions(command: Command): Command {
       ),
     )
     .addOption(
+      new Option(
+        "--kv-transfer-gbps <gbps>",
+        "mocker: prefill-to-decode KV bandwidth in GB/s for the simulated transfer time (default 64; 0: none)",
+      ).argParser(numberArg({ min: 0 })),
+    )
+    .addOption(
+      new Option(
+        "--kv-bytes-per-token <bytes>",
+        "mocker: KV cache bytes per token for the simulated transfer time (default 131072, an 8B-like model)",
+      ).argParser(numberArg({ min: 1, integer: true })),
+    )
+    .addOption(
       new Option("--delay-ms <ms>", "echo: delay before each token (default 0)").argParser(numberArg({ min: 0 })),
     );
+}
+
+/** Refuses a disaggregated role for an engine without a KV cache to hand over. */
+export function checkRole(engine: EngineKind, role: WorkerRole, flag: string): void {
+  if (role !== "aggregated" && engine === "echo") {
+    throw new TdistError(
+      "invalid_option",
+      `${flag} needs an engine with a KV cache (llamacpp or mocker); the echo engine serves aggregated only`,
+    );
+  }
 }
 
 /** The worker flags, checked against the chosen engine. */
@@ -70,9 +109,14 @@ export function workerSpec(command: Command, values: WorkerFlagValues, namespace
       );
     }
   }
+  const role = values.mode ?? "aggregated";
+  checkRole(values.engine, role, `--mode ${role}`);
   return {
     engine: values.engine,
     namespace,
+    role,
+    kvTransferGbps: values.kvTransferGbps,
+    kvBytesPerToken: values.kvBytesPerToken,
     modelName: values.modelName,
     delayMs: values.delayMs,
     speedup: values.speedup,
