@@ -1,7 +1,7 @@
 import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { EngineOutput, PreprocessedRequest } from "@tdist/llm";
+import { type EngineOutput, type KvCacheEvent, KvIndexer, type PreprocessedRequest } from "@tdist/llm";
 import {
   DistributedRuntime,
   type KvOfferOutcome,
@@ -15,6 +15,7 @@ import {
 } from "@tdist/runtime";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LlamaCppEngine } from "./llamacpp-engine.js";
+import { LLAMACPP_KV_BLOCK_SIZE } from "./llamacpp-options.js";
 import { collect, finishOf, GENERATE_BOUND_MS, request, tinyModelPath, tokensOf } from "./testing/llamacpp-fixtures.js";
 
 const START_BOUND_MS = 60_000;
@@ -53,7 +54,11 @@ interface Side {
   engine: LlamaCppEngine;
   tempDir: string;
   offers: KvTransferOffer[];
+  /** Leading blocks of `tokens` a KV router's indexer, fed this engine's KV events, believes it holds. */
+  matchedBlocks(tokens: number[]): number;
 }
+
+let sides = 0;
 
 async function startSide(modelPath: string, sequences: number, runtimeOptions: RuntimeOptions = {}): Promise<Side> {
   const runtime = await DistributedRuntime.create({
@@ -63,10 +68,21 @@ async function startSide(modelPath: string, sequences: number, runtimeOptions: R
   });
   const tempDir = await mkdtemp(join(tmpdir(), "tdist-llamacpp-disagg-"));
   const { plane, offers } = recordingPlane(runtime.kvTransfer);
+  const indexer = new KvIndexer({ blockSize: LLAMACPP_KV_BLOCK_SIZE });
+  const workerId = `worker-${++sides}`;
+  const events = {
+    workerId,
+    publisher: {
+      async publish(subject: string, payload: unknown) {
+        if (subject === "kv-events") indexer.applyEvent(payload as KvCacheEvent);
+      },
+    },
+  };
   const engine = await withTimeout("starting the engine", START_BOUND_MS, undefined, () =>
-    LlamaCppEngine.start({ modelPath, contextSize: CONTEXT, sequences, kvTransfer: plane, tempDir }),
+    LlamaCppEngine.start({ modelPath, contextSize: CONTEXT, sequences, kvTransfer: plane, tempDir, events }),
   );
-  return { runtime, engine, tempDir, offers };
+  const matchedBlocks = (tokens: number[]): number => indexer.findMatches(tokens).scores.get(workerId) ?? 0;
+  return { runtime, engine, tempDir, offers, matchedBlocks };
 }
 
 async function stopSide(side: Side | undefined): Promise<void> {
@@ -138,6 +154,12 @@ const overTcp = ({ address, ...handle }: KvTransferHandle): KvTransferHandle => 
   address: { tcp: address.tcp as string },
 });
 
+/** Polls until `check` holds (KV events travel one IPC hop and a publish behind the tokens). */
+const eventually = (what: string, check: () => boolean): Promise<void> =>
+  withTimeout(what, GENERATE_BOUND_MS, undefined, async () => {
+    while (!check()) await new Promise((resolve) => setTimeout(resolve, 5));
+  });
+
 let modelPath: string;
 let reference: LlamaCppEngine;
 
@@ -183,6 +205,11 @@ describe("llamacpp disaggregation in one process", () => {
       expect(result.decode[0]?.kvImport).toBe("fetched");
       // The whole prompt came with the state: only the first output token was evaluated here.
       expect(result.decode[0]?.cachedTokens).toBe(length);
+      // Both sequences hold the prompt, and KV routers hear it from both.
+      const promptBlocks = Math.floor(length / LLAMACPP_KV_BLOCK_SIZE);
+      await eventually("the prompt's KV events", () =>
+        [prefill, decode].every((side) => side.matchedBlocks(req.tokenIds) === promptBlocks),
+      );
     }
     expect((await offerOutcomes(prefill)).map((outcome) => outcome.result)).toEqual(["sent", "sent", "sent"]);
     expect(await stateFiles(prefill)).toEqual([]);

@@ -24,6 +24,8 @@ describe("llamacpp options", () => {
       { modelPath: "m.gguf", sequences: 1.5 },
       { modelPath: "m.gguf", contextSize: 8 },
       { modelPath: "m.gguf", gpu: "tpu" as never },
+      { modelPath: "m.gguf", kvTransfer: {} as never },
+      { modelPath: "m.gguf", tempDir: "" },
     ];
     for (const options of bad) {
       let caught: unknown;
@@ -35,5 +37,6 @@ describe("llamacpp options", () => {
       expect(TdistError.is(caught, "invalid_option")).toBe(true);
     }
     expect(() => resolveLlamaCppEngineOptions({ modelPath: "m.gguf", threads: -1 })).toThrow(/threads/);
+    expect(() => resolveLlamaCppEngineOptions({ modelPath: "m.gguf", kvTransfer: {} as never })).toThrow(/kvTransfer/);
   });
 });
