@@ -379,4 +379,42 @@ describe("prefill router", () => {
     expect((await first).response.headers.get(PREFILL_WORKER_HEADER)).toBe(prefill.served.instanceId);
     expect(await decisions(frontend)).toEqual({ remote: 1, local: 1 });
   });
+
+  it("prefill router - a client that leaves during the remote prefill frees both workers' predicted load", async () => {
+    const discovery = store();
+    const prefill = await worker(discovery, "prefill", "hold");
+    await worker(discovery, "decode");
+    const frontend = await frontendOn(discovery, { router: "kv" });
+    await frontend.models.waitForModel("fake", BOUND);
+    await waitForPrefillWorkers(frontend, 1);
+    const queued = async (workerType: string): Promise<number> => {
+      const gauge = await frontend.metrics.disaggregation.prefillQueue.get();
+      return gauge.values.filter((v) => v.labels.worker_type === workerType).reduce((sum, v) => sum + v.value, 0);
+    };
+
+    const client = new AbortController();
+    const request = fetch(`${frontend.url}/v1/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: "fake", prompt: LONG_PROMPT, max_tokens: 4 }),
+      signal: client.signal,
+    }).catch((err: unknown) => err);
+    await withTimeout(
+      (async () => {
+        while (prefill.requests.length === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+      })(),
+      BOUND,
+    );
+    expect(await queued("prefill")).toBeGreaterThan(0);
+    expect(await queued("decode")).toBeGreaterThan(0);
+    client.abort();
+    await withTimeout(request, BOUND);
+    await withTimeout(
+      (async () => {
+        while ((await queued("prefill")) + (await queued("decode")) > 0) await new Promise((r) => setTimeout(r, 5));
+      })(),
+      BOUND,
+    );
+    prefill.release();
+  });
 });
