@@ -7,6 +7,8 @@ import { TdistError } from "./errors/tdist-error.js";
 import type { MemoryEventBus } from "./event-plane/memory-event-plane.js";
 import { type Logger, silentLogger } from "./logger.js";
 import { type Codec, jsonCodec } from "./request-plane/codec.js";
+import type { TcpTls, TcpTlsOptions } from "./request-plane/tcp-tls.js";
+import { resolveTcpTls } from "./request-plane/tcp-tls-options.js";
 import type { MemoryWorkQueueBroker } from "./work-queue/memory-work-queue.js";
 
 export type DiscoveryOptions =
@@ -55,6 +57,13 @@ export interface RuntimeOptions {
   /** How long `shutdown()` lets in-flight streams finish before killing them. */
   shutdownGraceMs?: number;
   codec?: Codec;
+  /**
+   * Mutual TLS for the TCP request plane (client and server) and the KV
+   * transfer listener: PEM files of this process's certificate and key and of
+   * the cluster's CA. `false` turns it off. Default: `TDIST_TCP_TLS_CERT`,
+   * `TDIST_TCP_TLS_KEY`, `TDIST_TCP_TLS_CA` (all three, or none for plaintext).
+   */
+  tcpTls?: TcpTlsOptions | false;
   /** The runtime logs through `logger.child({ runtime: name })`. */
   logger?: Logger;
   /**
@@ -87,6 +96,8 @@ export interface ResolvedRuntimeOptions {
   startupTimeoutMs: number;
   shutdownGraceMs: number;
   codec: Codec;
+  /** Loaded TCP TLS credentials, or undefined for plaintext. */
+  tcpTls: TcpTls | undefined;
   name: string;
   /** Already the child logger carrying `{ runtime: name }`. */
   logger: Logger;
@@ -174,6 +185,7 @@ export function resolveRuntimeOptions(options: RuntimeOptions = {}): ResolvedRun
       options.startupTimeoutMs ?? readEnv(Env.startupTimeoutMs, env),
     ),
     codec: options.codec ?? jsonCodec,
+    tcpTls: resolveTcpTls(options.tcpTls, env),
     name,
     logger: childLogger(options.logger ?? silentLogger, { runtime: name }),
   };
