@@ -1,19 +1,39 @@
 import { randomBytes } from "node:crypto";
 import { readEnv } from "./config/env-var.js";
 import { Env } from "./config/environment.js";
+import { optionalEnv, readSecretEnv } from "./config/secret-env.js";
 import type { Discovery } from "./discovery/discovery.js";
+import type { EtcdAuthOptions, EtcdTlsOptions } from "./discovery/etcd-security.js";
 import type { MemoryDiscoveryStore } from "./discovery/memory-discovery.js";
 import { TdistError } from "./errors/tdist-error.js";
 import type { MemoryEventBus } from "./event-plane/memory-event-plane.js";
+import { type NatsAuthOptions, type NatsTlsOptions, splitNatsUrlCredentials } from "./event-plane/nats-security.js";
 import { type Logger, silentLogger } from "./logger.js";
 import { type Codec, jsonCodec } from "./request-plane/codec.js";
-import type { TcpTls, TcpTlsOptions } from "./request-plane/tcp-tls.js";
-import { resolveTcpTls } from "./request-plane/tcp-tls-options.js";
 import type { MemoryWorkQueueBroker } from "./work-queue/memory-work-queue.js";
 
 export type DiscoveryOptions =
   | { kind: "memory"; store?: MemoryDiscoveryStore }
-  | { kind: "etcd"; endpoints?: readonly string[] };
+  | {
+      kind: "etcd";
+      endpoints?: readonly string[];
+      /** etcd user and password. Default: `TDIST_ETCD_USERNAME` and `TDIST_ETCD_PASSWORD` (or `_FILE`). */
+      auth?: EtcdAuthOptions;
+      /** TLS files. Default: `TDIST_ETCD_TLS_CA`, `TDIST_ETCD_TLS_CERT`, `TDIST_ETCD_TLS_KEY`. */
+      tls?: EtcdTlsOptions;
+    };
+
+/**
+ * How every NATS connection of the runtime (event plane, work queues, NATS
+ * request plane) authenticates and encrypts. Credentials in the NATS URL
+ * (`nats://user:password@host`) are used when `auth` is not given.
+ */
+export interface NatsSecurityOptions {
+  /** Default: `TDIST_NATS_TOKEN`, `TDIST_NATS_USER`/`TDIST_NATS_PASSWORD` or `TDIST_NATS_CREDS` (secrets also as `_FILE`). */
+  auth?: NatsAuthOptions;
+  /** Default: `TDIST_NATS_TLS_CA`, `TDIST_NATS_TLS_CERT`, `TDIST_NATS_TLS_KEY` (any of them set requires TLS). */
+  tls?: NatsTlsOptions;
+}
 
 export type RequestPlaneOptions =
   | { kind: "tcp"; host?: string; port?: number; advertiseHost?: string }
@@ -42,6 +62,8 @@ export interface RuntimeOptions {
   eventPlane?: EventPlaneSelection;
   /** KV transfer backend and defaults. Default: `TDIST_KV_TRANSFER` (tcp). */
   kvTransfer?: KvTransferOptions;
+  /** Credentials and TLS for NATS. Default: from the `TDIST_NATS_*` variables. */
+  nats?: NatsSecurityOptions;
   leaseTtlMs?: number;
   /** Responses in flight per stream before the handler pauses. */
   streamWindow?: number;
@@ -57,13 +79,6 @@ export interface RuntimeOptions {
   /** How long `shutdown()` lets in-flight streams finish before killing them. */
   shutdownGraceMs?: number;
   codec?: Codec;
-  /**
-   * Mutual TLS for the TCP request plane (client and server) and the KV
-   * transfer listener: PEM files of this process's certificate and key and of
-   * the cluster's CA. `false` turns it off. Default: `TDIST_TCP_TLS_CERT`,
-   * `TDIST_TCP_TLS_KEY`, `TDIST_TCP_TLS_CA` (all three, or none for plaintext).
-   */
-  tcpTls?: TcpTlsOptions | false;
   /** The runtime logs through `logger.child({ runtime: name })`. */
   logger?: Logger;
   /**
@@ -79,7 +94,10 @@ export interface RuntimeOptions {
 }
 
 export interface ResolvedRuntimeOptions {
-  discovery: Discovery | Required<DiscoveryOptions> | { kind: "memory"; store?: MemoryDiscoveryStore };
+  discovery:
+    | Discovery
+    | { kind: "memory"; store?: MemoryDiscoveryStore }
+    | { kind: "etcd"; endpoints: readonly string[]; auth?: EtcdAuthOptions; tls?: EtcdTlsOptions };
   requestPlane: { kind: "tcp"; host: string; port: number; advertiseHost: string } | { kind: "nats"; url: string };
   eventPlane: { kind: "memory"; bus?: MemoryEventBus; broker?: MemoryWorkQueueBroker } | { kind: "nats"; url: string };
   kvTransfer: {
@@ -89,6 +107,8 @@ export interface ResolvedRuntimeOptions {
   };
   /** NATS URL for reaching NATS-plane instances when this runtime's own plane is TCP. */
   natsUrl: string;
+  /** For every NATS connection; the URLs above carry no credentials (they moved here). */
+  nats: NatsSecurityOptions;
   leaseTtlMs: number;
   streamWindow: number;
   maxFrameBytes: number;
@@ -96,8 +116,6 @@ export interface ResolvedRuntimeOptions {
   startupTimeoutMs: number;
   shutdownGraceMs: number;
   codec: Codec;
-  /** Loaded TCP TLS credentials, or undefined for plaintext. */
-  tcpTls: TcpTls | undefined;
   name: string;
   /** Already the child logger carrying `{ runtime: name }`. */
   logger: Logger;
@@ -125,7 +143,10 @@ export function resolveRuntimeOptions(options: RuntimeOptions = {}): ResolvedRun
     } else if (kind === "etcd") {
       const endpoints = (given?.kind === "etcd" ? given.endpoints : undefined) ?? readEnv(Env.etcdEndpoints, env);
       if (endpoints.length === 0) throw new TdistError("invalid_option", "etcd discovery needs at least one endpoint");
-      discovery = { kind, endpoints };
+      const etcd = given?.kind === "etcd" ? given : undefined;
+      const auth = etcd?.auth ?? etcdAuthFromEnv(env);
+      const tls = etcd?.tls ?? etcdTlsFromEnv(env);
+      discovery = { kind, endpoints, ...(auth ? { auth } : {}), ...(tls ? { tls } : {}) };
     } else {
       throw new TdistError("invalid_option", `unknown discovery kind ${JSON.stringify(kind)}: use memory or etcd`);
     }
@@ -162,12 +183,20 @@ export function resolveRuntimeOptions(options: RuntimeOptions = {}): ResolvedRun
     throw new TdistError("invalid_option", `unknown event plane ${JSON.stringify(eventKind)}: use memory or nats`);
   }
 
-  return {
-    discovery,
+  const nats = resolveNats(
+    options.nats,
     requestPlane,
     eventPlane,
+    requestPlane.kind === "nats" ? requestPlane.url : readEnv(Env.natsUrl, env),
+    env,
+  );
+  return {
+    discovery,
+    requestPlane: nats.requestPlane,
+    eventPlane: nats.eventPlane,
     kvTransfer: resolveKvTransfer(options.kvTransfer, requestPlane, env),
-    natsUrl: requestPlane.kind === "nats" ? requestPlane.url : readEnv(Env.natsUrl, env),
+    natsUrl: nats.natsUrl,
+    nats: nats.security,
     leaseTtlMs: positiveInteger("leaseTtlMs", options.leaseTtlMs ?? readEnv(Env.leaseTtlMs, env), 1000),
     streamWindow: positiveInteger("streamWindow", options.streamWindow ?? readEnv(Env.streamWindow, env)),
     maxFrameBytes: positiveInteger("maxFrameBytes", options.maxFrameBytes ?? readEnv(Env.maxFrameBytes, env), 1024),
@@ -185,9 +214,104 @@ export function resolveRuntimeOptions(options: RuntimeOptions = {}): ResolvedRun
       options.startupTimeoutMs ?? readEnv(Env.startupTimeoutMs, env),
     ),
     codec: options.codec ?? jsonCodec,
-    tcpTls: resolveTcpTls(options.tcpTls, env),
     name,
     logger: childLogger(options.logger ?? silentLogger, { runtime: name }),
+  };
+}
+
+function etcdAuthFromEnv(env: NodeJS.ProcessEnv): EtcdAuthOptions | undefined {
+  const username = optionalEnv(Env.etcdUsername, env);
+  const password = readSecretEnv(Env.etcdPassword, Env.etcdPasswordFile, env);
+  if (username === undefined && password === undefined) return undefined;
+  if (username === undefined || password === undefined) {
+    throw new TdistError(
+      "invalid_option",
+      `${Env.etcdUsername.name} and ${Env.etcdPassword.name} (or ${Env.etcdPasswordFile.name}) go together; one is unset`,
+    );
+  }
+  return { username, password };
+}
+
+function etcdTlsFromEnv(env: NodeJS.ProcessEnv): EtcdTlsOptions | undefined {
+  return tlsFiles(optionalEnv(Env.etcdTlsCa, env), optionalEnv(Env.etcdTlsCert, env), optionalEnv(Env.etcdTlsKey, env));
+}
+
+function tlsFiles(
+  caFile: string | undefined,
+  certFile: string | undefined,
+  keyFile: string | undefined,
+): { caFile?: string; certFile?: string; keyFile?: string } | undefined {
+  if (caFile === undefined && certFile === undefined && keyFile === undefined) return undefined;
+  return {
+    ...(caFile === undefined ? {} : { caFile }),
+    ...(certFile === undefined ? {} : { certFile }),
+    ...(keyFile === undefined ? {} : { keyFile }),
+  };
+}
+
+function natsAuthFromEnv(env: NodeJS.ProcessEnv): NatsAuthOptions | undefined {
+  const token = readSecretEnv(Env.natsToken, Env.natsTokenFile, env);
+  const user = optionalEnv(Env.natsUser, env);
+  const password = readSecretEnv(Env.natsPassword, Env.natsPasswordFile, env);
+  const credsFile = optionalEnv(Env.natsCreds, env);
+  const auth: NatsAuthOptions = {
+    ...(token === undefined ? {} : { token }),
+    ...(user === undefined ? {} : { user }),
+    ...(password === undefined ? {} : { password }),
+    ...(credsFile === undefined ? {} : { credsFile }),
+  };
+  if (Object.keys(auth).length === 0) return undefined;
+  if ((user === undefined) !== (password === undefined)) {
+    throw new TdistError(
+      "invalid_option",
+      `${Env.natsUser.name} and ${Env.natsPassword.name} (or ${Env.natsPasswordFile.name}) go together; one is unset`,
+    );
+  }
+  // More than one way (token and user, ...) is refused when connecting, naming the options.
+  return auth;
+}
+
+/**
+ * Takes credentials out of the NATS URLs (they would be logged) into the one
+ * security setting all NATS connections share; credentials in a URL are
+ * refused alongside credentials given otherwise.
+ */
+function resolveNats(
+  given: NatsSecurityOptions | undefined,
+  requestPlane: ResolvedRuntimeOptions["requestPlane"],
+  eventPlane: ResolvedRuntimeOptions["eventPlane"],
+  natsUrl: string,
+  env: NodeJS.ProcessEnv,
+): {
+  requestPlane: ResolvedRuntimeOptions["requestPlane"];
+  eventPlane: ResolvedRuntimeOptions["eventPlane"];
+  natsUrl: string;
+  security: NatsSecurityOptions;
+} {
+  const urls = [natsUrl, ...(requestPlane.kind === "nats" ? [requestPlane.url] : [])];
+  if (eventPlane.kind === "nats") urls.push(eventPlane.url);
+  const split = splitNatsUrlCredentials(urls);
+  const fromUrl = Object.keys(split.auth).length > 0 ? split.auth : undefined;
+  const explicit = given?.auth ?? natsAuthFromEnv(env);
+  if (fromUrl && explicit) {
+    throw new TdistError(
+      "invalid_option",
+      "the NATS URL carries credentials and NATS credentials are given too (options or TDIST_NATS_* variables); use one",
+    );
+  }
+  const auth = explicit ?? fromUrl;
+  const tls =
+    given?.tls ??
+    tlsFiles(optionalEnv(Env.natsTlsCa, env), optionalEnv(Env.natsTlsCert, env), optionalEnv(Env.natsTlsKey, env));
+  const [cleanNatsUrl = natsUrl, ...rest] = split.urls;
+  const cleanPlaneUrl = requestPlane.kind === "nats" ? rest.shift() : undefined;
+  const cleanEventUrl = eventPlane.kind === "nats" ? rest.shift() : undefined;
+  return {
+    requestPlane:
+      requestPlane.kind === "nats" ? { kind: "nats", url: cleanPlaneUrl ?? requestPlane.url } : requestPlane,
+    eventPlane: eventPlane.kind === "nats" ? { kind: "nats", url: cleanEventUrl ?? eventPlane.url } : eventPlane,
+    natsUrl: cleanNatsUrl,
+    security: { ...(auth ? { auth } : {}), ...(tls ? { tls } : {}) },
   };
 }
 

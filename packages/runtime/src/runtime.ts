@@ -122,7 +122,6 @@ export class DistributedRuntime implements ClientHost {
     this.kvTransferPlane ??= new RuntimeKvTransferPlane({
       ...this.options.kvTransfer,
       connectTimeoutMs: this.options.connectTimeoutMs,
-      tls: this.options.tcpTls,
       logger: this.logger,
     });
     // First asked for after shutdown began: closed at once, so it refuses offers like the rest.
@@ -318,6 +317,7 @@ export class DistributedRuntime implements ClientHost {
       if (this.serverValue) return this.serverValue;
       this.serverValue = new NatsRequestServer({
         url: plane.url,
+        ...this.options.nats,
         instanceId: lease.id,
         maxFrameBytes: this.options.maxFrameBytes,
         // Reaching the NATS server is a wait for a dependency, not a connection to a peer.
@@ -334,7 +334,6 @@ export class DistributedRuntime implements ClientHost {
       maxFrameBytes: this.options.maxFrameBytes,
       codec: this.options.codec,
       logger: this.logger,
-      tls: this.options.tcpTls,
     });
     return this.serverValue;
   }
@@ -364,6 +363,8 @@ async function openDiscovery(
   const { EtcdDiscovery } = await import("./discovery/etcd-discovery.js");
   const discovery = await EtcdDiscovery.connect({
     endpoints: [...given.endpoints],
+    ...(given.auth ? { auth: given.auth } : {}),
+    ...(given.tls ? { tls: given.tls } : {}),
     logger: options.logger,
     dialTimeoutMs: options.startupTimeoutMs,
     signal,
@@ -399,6 +400,7 @@ async function openEventBackends(
   ]);
   const connection = await connectNats({
     url: selection.url,
+    ...options.nats,
     name: "tdist-events",
     logger: options.logger,
     connectTimeoutMs: options.startupTimeoutMs,
@@ -432,6 +434,7 @@ async function openRequestPlaneClient(
       const { NatsRequestClient } = await import("./request-plane/nats-request-client.js");
       return NatsRequestClient.connect({
         url: options.requestPlane.kind === "nats" ? options.requestPlane.url : options.natsUrl,
+        ...options.nats,
         maxFrameBytes: options.maxFrameBytes,
         // Reaching the NATS server is a wait for a dependency, not a connection to a peer.
         connectTimeoutMs: options.startupTimeoutMs,
@@ -447,7 +450,6 @@ async function openRequestPlaneClient(
       streamWindow: options.streamWindow,
       codec: options.codec,
       logger: options.logger,
-      tls: options.tcpTls,
     });
   };
   // The runtime's own plane connects now (a bad NATS URL fails `create`); the other on first use.

@@ -1,7 +1,11 @@
 import { existsSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { type EtcdServer, startEtcd } from "./etcd-server.js";
 import { freePort } from "./free-port.js";
+import { makeTestCertificates } from "./test-certificates.js";
 import { TestkitError } from "./testkit-error.js";
 
 const servers: EtcdServer[] = [];
@@ -129,5 +133,42 @@ describe("etcd server", () => {
     const error = await startEtcd({ extraArgs: ["--no-such-flag"] }).catch((err: unknown) => err);
     expect(TestkitError.is(error, "server_start_failed")).toBe(true);
     expect((error as Error).message).toContain("no-such-flag");
+  });
+
+  it("etcd server - with rootPassword, auth is on: the gateway refuses a read without a token and authenticates root", async () => {
+    const server = await startEtcd({ startTimeoutMs: 15_000, rootPassword: "root-pw" });
+    servers.push(server);
+    expect(server.username).toBe("root");
+    const anonymous = await fetch(`${server.endpoint}/v3/kv/range`, {
+      method: "POST",
+      body: JSON.stringify({ key: b64("k") }),
+      signal: AbortSignal.timeout(3_000),
+    });
+    expect(anonymous.ok).toBe(false);
+    await anonymous.body?.cancel();
+    const token = await etcdCall(server.endpoint, "/v3/auth/authenticate", { name: "root", password: "root-pw" });
+    expect(typeof token.token).toBe("string");
+  });
+
+  it("etcd server - with tls it serves https:// and refuses plain http", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "tdist-etcd-test-"));
+    try {
+      const certs = await makeTestCertificates({ dir, hosts: ["127.0.0.1"] });
+      const server = await startEtcd({
+        startTimeoutMs: 15_000,
+        tls: { certFile: certs.server.certFile, keyFile: certs.server.keyFile, caFile: certs.caFile },
+      });
+      servers.push(server);
+      expect(server.endpoint).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
+      const plain = await fetch(server.endpoint.replace("https:", "http:") + "/health", {
+        signal: AbortSignal.timeout(3_000),
+      }).then(
+        (response) => response.status,
+        () => "refused",
+      );
+      expect(plain).not.toBe(200);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -15,6 +15,7 @@ export { findExecutable } from "./find-executable.js";
 export { freePort } from "./free-port.js";
 export { type InProcessCluster, startInProcessCluster } from "./in-process-cluster.js";
 export { ManagedProcess, type ManagedProcessOptions, type ProcessExit } from "./managed-process.js";
+export { makeNatsJwtSetup, type NatsJwtSetup } from "./nats-credentials.js";
 export * from "./nats-server.js";
 export { NodeProcess, type NodeProcessOptions, repoRoot } from "./node-process.js";
 export type { ServerHandle } from "./server-process.js";

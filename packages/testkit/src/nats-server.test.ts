@@ -1,9 +1,13 @@
 import { existsSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
 import { connect } from "node:net";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { freePort } from "./free-port.js";
+import { makeNatsJwtSetup } from "./nats-credentials.js";
 import { type NatsServer, startNats } from "./nats-server.js";
+import { makeTestCertificates } from "./test-certificates.js";
 import { TestkitError } from "./testkit-error.js";
 
 const servers: NatsServer[] = [];
@@ -90,5 +94,26 @@ describe("nats server", () => {
     const error = await startNats({ binary: "nats-server-not-installed-here" }).catch((err: unknown) => err);
     expect(TestkitError.is(error, "server_not_installed")).toBe(true);
     expect((error as Error).message).toContain("apt-get install nats-server");
+  });
+
+  it("nats server - with auth and TLS options the server requires them (INFO says so)", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "tdist-nats-test-"));
+    try {
+      const certs = await makeTestCertificates({ dir, hosts: ["127.0.0.1"] });
+      const withTls = await startNats({
+        auth: { user: "u", password: "p" },
+        tls: { certFile: certs.server.certFile, keyFile: certs.server.keyFile, caFile: certs.caFile, verify: true },
+        jetstream: false,
+      });
+      servers.push(withTls);
+      expect(await readInfo(withTls.port)).toMatchObject({ auth_required: true, tls_required: true, tls_verify: true });
+      const operator = await startNats({ jwt: makeNatsJwtSetup() });
+      servers.push(operator);
+      const info = await readInfo(operator.port);
+      expect(info.auth_required).toBe(true);
+      expect(typeof info.nonce).toBe("string");
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -1,9 +1,10 @@
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort } from "./free-port.js";
 import type { ManagedProcess } from "./managed-process.js";
+import type { NatsJwtSetup } from "./nats-credentials.js";
 import { isAddressInUse, type ServerHandle, ServerProcess, serverHandle } from "./server-process.js";
 
 export interface NatsServerOptions {
@@ -22,6 +23,23 @@ export interface NatsServerOptions {
    * port (retried if another process takes it first; a given port is not).
    */
   port?: number;
+  /** Require a user and password (`--user`/`--pass`) or a token (`--auth`). Default: no auth. */
+  auth?: { user: string; password: string } | { token: string };
+  /**
+   * Decentralised JWT auth: trust this operator and its preloaded account;
+   * clients connect with the setup's `.creds` file. Excludes `auth`.
+   */
+  jwt?: NatsJwtSetup;
+  /** Require TLS with these PEM files (`--tls`); `verify` also requires a client certificate signed by `caFile`. */
+  tls?: NatsServerTlsOptions;
+}
+
+export interface NatsServerTlsOptions {
+  certFile: string;
+  keyFile: string;
+  caFile: string;
+  /** `--tlsverify`: refuse clients without a certificate signed by `caFile`. Default false. */
+  verify?: boolean;
 }
 
 export interface NatsRestartOptions {
@@ -57,6 +75,8 @@ export async function startNats(options: NatsServerOptions = {}): Promise<NatsSe
     const storeDir = await mkdtemp(join(tmpdir(), "tdist-nats-"));
     let server: ServerProcess;
     try {
+      // The store directory is kept across restarts and removed by stop(): the config file lives there too.
+      if (options.jwt) await writeFile(join(storeDir, "jwt-auth.conf"), options.jwt.serverConfig);
       server = new ServerProcess({
         name: "nats-server",
         binary: options.binary ?? "nats-server",
@@ -79,7 +99,16 @@ export async function startNats(options: NatsServerOptions = {}): Promise<NatsSe
 
 function natsArgs(port: number, storeDir: string, options: NatsServerOptions): string[] {
   const args = ["-a", "127.0.0.1", "-p", String(port), "-n", `testkit-${port}`];
+  if (options.jwt) args.push("-c", join(storeDir, "jwt-auth.conf"));
   if (options.jetstream ?? true) args.push("-js", "-sd", storeDir);
+  const auth = options.auth;
+  if (auth && "token" in auth) args.push("--auth", auth.token);
+  else if (auth) args.push("--user", auth.user, "--pass", auth.password);
+  const tls = options.tls;
+  if (tls) {
+    args.push("--tls", "--tlscert", tls.certFile, "--tlskey", tls.keyFile, "--tlscacert", tls.caFile);
+    if (tls.verify) args.push("--tlsverify");
+  }
   return [...args, ...(options.extraArgs ?? [])];
 }
 

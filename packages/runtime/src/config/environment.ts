@@ -17,6 +17,51 @@ export const Env = declareEnvVars("@tdist/runtime", {
     "nats://127.0.0.1:4222",
     "NATS server URL (event plane, queues, NATS request plane).",
   ),
+  // etcd and NATS credentials and TLS. A secret has a *_FILE twin naming a file that holds it (a mounted
+  // Kubernetes secret); giving both is an error. TLS files are PEM.
+  etcdUsername: stringVar("TDIST_ETCD_USERNAME", "", "etcd user (etcd auth enabled); needs a password."),
+  etcdPassword: stringVar("TDIST_ETCD_PASSWORD", "", "Password of TDIST_ETCD_USERNAME."),
+  etcdPasswordFile: stringVar(
+    "TDIST_ETCD_PASSWORD_FILE",
+    "",
+    "File holding the etcd password (one trailing newline ignored), instead of TDIST_ETCD_PASSWORD.",
+  ),
+  etcdTlsCa: stringVar(
+    "TDIST_ETCD_TLS_CA",
+    "",
+    "CA certificate that etcd's certificate must chain to; endpoints must be https://. Default: the system's CAs.",
+  ),
+  etcdTlsCert: stringVar(
+    "TDIST_ETCD_TLS_CERT",
+    "",
+    "Client certificate for etcd (--client-cert-auth); with TDIST_ETCD_TLS_KEY.",
+  ),
+  etcdTlsKey: stringVar("TDIST_ETCD_TLS_KEY", "", "Private key of TDIST_ETCD_TLS_CERT."),
+  natsToken: stringVar("TDIST_NATS_TOKEN", "", "NATS token (nats-server --auth)."),
+  natsTokenFile: stringVar("TDIST_NATS_TOKEN_FILE", "", "File holding the NATS token, instead of TDIST_NATS_TOKEN."),
+  natsUser: stringVar("TDIST_NATS_USER", "", "NATS user (nats-server --user); needs a password."),
+  natsPassword: stringVar("TDIST_NATS_PASSWORD", "", "Password of TDIST_NATS_USER."),
+  natsPasswordFile: stringVar(
+    "TDIST_NATS_PASSWORD_FILE",
+    "",
+    "File holding the NATS password, instead of TDIST_NATS_PASSWORD.",
+  ),
+  natsCreds: stringVar(
+    "TDIST_NATS_CREDS",
+    "",
+    "NATS credentials file (.creds: user JWT and nkey seed) for decentralised JWT auth.",
+  ),
+  natsTlsCa: stringVar(
+    "TDIST_NATS_TLS_CA",
+    "",
+    "CA certificate that nats-server's certificate must chain to; setting any TDIST_NATS_TLS_* requires TLS.",
+  ),
+  natsTlsCert: stringVar(
+    "TDIST_NATS_TLS_CERT",
+    "",
+    "Client certificate for nats-server (--tlsverify); with TDIST_NATS_TLS_KEY.",
+  ),
+  natsTlsKey: stringVar("TDIST_NATS_TLS_KEY", "", "Private key of TDIST_NATS_TLS_CERT."),
   requestPlane: enumVar("TDIST_REQUEST_PLANE", ["tcp", "nats"], "tcp", "Request plane used across processes."),
   eventPlane: enumVar("TDIST_EVENT_PLANE", ["memory", "nats"], "memory", "Event plane and work queue backend."),
   tcpHost: stringVar("TDIST_TCP_HOST", "127.0.0.1", "Host the TCP request plane listens on."),
@@ -26,19 +71,6 @@ export const Env = declareEnvVars("@tdist/runtime", {
     "Host other processes use to reach this one; defaults to TDIST_TCP_HOST (or the hostname when it is 0.0.0.0).",
   ),
   tcpPort: integerVar("TDIST_TCP_PORT", 0, "TCP request plane port; 0 picks a free one.", { min: 0, max: 65_535 }),
-  // TCP request plane and KV transfer TLS: all three or none; PEM files.
-  tcpTlsCert: stringVar(
-    "TDIST_TCP_TLS_CERT",
-    "",
-    "This process's certificate for mutual TLS on the TCP request plane and KV transfer listener, signed by " +
-      "TDIST_TCP_TLS_CA; it must name the advertised host (DNS name or IP SAN). Needs TDIST_TCP_TLS_KEY and TDIST_TCP_TLS_CA.",
-  ),
-  tcpTlsKey: stringVar("TDIST_TCP_TLS_KEY", "", "Private key (PEM, unencrypted) of TDIST_TCP_TLS_CERT."),
-  tcpTlsCa: stringVar(
-    "TDIST_TCP_TLS_CA",
-    "",
-    "CA certificate every peer's TCP TLS certificate must chain to; peers without one are refused (cannot_connect).",
-  ),
   kvTransfer: enumVar(
     "TDIST_KV_TRANSFER",
     ["tcp", "local"],

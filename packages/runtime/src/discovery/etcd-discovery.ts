@@ -8,14 +8,24 @@ import {
 } from "etcd3";
 import { TdistError } from "../errors/tdist-error.js";
 import { type Logger, silentLogger } from "../logger.js";
-import { waitForServer } from "../util/wait-for-server.js";
+import { causeText, waitForServer } from "../util/wait-for-server.js";
 import type { Discovery, KeyValue, Lease, PrefixWatch, PutOptions, WatchOptions } from "./discovery.js";
 import { EtcdLease, type EtcdLeaseContext } from "./etcd-lease.js";
 import { EtcdPrefixWatch, listPrefix } from "./etcd-prefix-watch.js";
+import {
+  type EtcdAuthOptions,
+  type EtcdTlsOptions,
+  etcdClientSecurity,
+  validateEtcdSecurity,
+} from "./etcd-security.js";
 
 export interface EtcdDiscoveryOptions {
   /** etcd client URLs, e.g. `["http://127.0.0.1:2379"]` (`TDIST_ETCD_ENDPOINTS`). */
   endpoints: readonly string[];
+  /** User and password, for an etcd with auth enabled. Default: none. */
+  auth?: EtcdAuthOptions;
+  /** TLS (PEM files), with `https://` endpoints. Default: TLS only for https:// endpoints, system CAs. */
+  tls?: EtcdTlsOptions;
   logger?: Logger;
   /**
    * How long `connect()` keeps trying to reach etcd, retrying with backoff
@@ -31,6 +41,8 @@ export interface EtcdDiscoveryOptions {
 
 export interface ResolvedEtcdDiscoveryOptions {
   endpoints: string[];
+  auth: EtcdAuthOptions | undefined;
+  tls: EtcdTlsOptions | undefined;
   logger: Logger;
   dialTimeoutMs: number;
   requestTimeoutMs: number;
@@ -45,6 +57,13 @@ export function resolveEtcdDiscoveryOptions(options: EtcdDiscoveryOptions): Reso
     throw new TdistError("invalid_option", "endpoints: expected a non-empty array of etcd URLs (http://host:port)");
   }
   for (const endpoint of endpoints) {
+    if (hasUserInfo(endpoint)) {
+      // Never echo it: the text holds a password.
+      throw new TdistError(
+        "invalid_option",
+        "endpoints: an etcd URL carries user:password@; give the user and password as auth options (TDIST_ETCD_USERNAME, TDIST_ETCD_PASSWORD)",
+      );
+    }
     if (!isEndpoint(endpoint)) {
       throw new TdistError(
         "invalid_option",
@@ -52,12 +71,25 @@ export function resolveEtcdDiscoveryOptions(options: EtcdDiscoveryOptions): Reso
       );
     }
   }
+  validateEtcdSecurity(endpoints as string[], options.auth, options.tls);
   return {
     endpoints: [...(endpoints as string[])],
+    auth: options.auth === undefined ? undefined : { username: options.auth.username, password: options.auth.password },
+    tls: options.tls === undefined ? undefined : { ...options.tls },
     logger: options.logger ?? silentLogger,
     dialTimeoutMs: positiveMs("dialTimeoutMs", options.dialTimeoutMs ?? defaults.dialTimeoutMs),
     requestTimeoutMs: positiveMs("requestTimeoutMs", options.requestTimeoutMs ?? defaults.requestTimeoutMs),
   };
+}
+
+function hasUserInfo(value: unknown): boolean {
+  if (typeof value !== "string" || !value.includes("@")) return false;
+  try {
+    const url = new URL(value.includes("://") ? value : `http://${value}`);
+    return url.username !== "" || url.password !== "";
+  } catch {
+    return true;
+  }
 }
 
 function isEndpoint(value: unknown): boolean {
@@ -157,8 +189,10 @@ export class EtcdDiscovery implements Discovery {
   static async connect(options: EtcdDiscoveryOptions): Promise<EtcdDiscovery> {
     const resolved = resolveEtcdDiscoveryOptions(options);
     const { requestTimeoutMs } = resolved;
-    const client = new Etcd3({
+    const security = await etcdClientSecurity(resolved.auth, resolved.tls);
+    const clientOptions: IOptions = {
       hosts: resolved.endpoints,
+      ...(security.credentials ? { credentials: security.credentials } : {}),
       dialTimeout: resolved.dialTimeoutMs,
       // Streams (watch, keep-alive) live long; every other call gets a deadline.
       defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + requestTimeoutMs }),
@@ -170,7 +204,16 @@ export class EtcdDiscovery implements Discovery {
         "grpc.keepalive_timeout_ms": 5_000,
       },
       faultHandling: { host: () => passThroughPolicy, watchBackoff: watchBackoff(100) },
-    });
+    };
+    const client = new Etcd3({ ...clientOptions, ...(security.auth ? { auth: security.auth } : {}) });
+    /*
+     * etcd3 authenticates on a channel of its own made for that one call, which
+     * fails before its first connection attempt ends ("Last error: null"): a
+     * refused certificate would read as etcd being down. Without auth a call
+     * reaches the channel's real error, so reachability and TLS are probed on
+     * a client without the user first.
+     */
+    const transportProbe = security.auth ? new Etcd3(clientOptions) : client;
     try {
       await waitForServer({
         server: "etcd",
@@ -179,16 +222,18 @@ export class EtcdDiscovery implements Discovery {
         signal: options.signal,
         logger: resolved.logger,
         // The wait's own bound (remainingMs) goes first, so a late attempt reads as cut short, not as etcd's error.
-        attempt: (remainingMs) =>
-          client.maintenance.status({ deadline: Date.now() + Math.min(remainingMs + 250, requestTimeoutMs) }),
-        isPermanent: (err) =>
-          err instanceof EtcdAuthenticationFailedError ||
-          err instanceof EtcdPermissionDeniedError ||
-          err instanceof GRPCUnauthenticatedError,
+        attempt: async (remainingMs) => {
+          const deadline = () => Date.now() + Math.min(remainingMs + 250, requestTimeoutMs);
+          await transportProbe.maintenance.status({ deadline: deadline() });
+          await probeAuth(client, resolved.auth !== undefined, deadline());
+        },
+        isPermanent: (err) => isAuthFailure(err) || isTlsFailure(err),
       });
     } catch (err) {
       client.close();
-      throw err;
+      throw toConnectError(resolved, err);
+    } finally {
+      if (transportProbe !== client) transportProbe.close();
     }
     return new EtcdDiscovery(client, resolved);
   }
@@ -356,6 +401,60 @@ export class EtcdDiscovery implements Discovery {
   private assertOpen(): void {
     if (this.closed) throw new TdistError("shutting_down", "discovery handle is closed");
   }
+}
+
+/**
+ * One read that needs a user when etcd has auth enabled (a status call does
+ * not), so missing credentials fail here rather than at the first put. etcd
+ * answers it with "permission denied" both to a call without a user and to a
+ * user without read access to the key: only the first is a failure.
+ */
+async function probeAuth(client: Etcd3, withUser: boolean, deadline: number): Promise<void> {
+  try {
+    await client.kv.range({ key: Buffer.from("v1/"), limit: 1, keys_only: true, serializable: true }, { deadline });
+  } catch (err) {
+    if (withUser && err instanceof EtcdPermissionDeniedError) return;
+    throw err;
+  }
+}
+
+/** etcd 3.4 answers a call without a user, when auth is on, with "user name is empty" (INVALID_ARGUMENT). */
+function isMissingUser(err: unknown): boolean {
+  return err instanceof Error && /etcdserver: user name is empty/.test(err.message);
+}
+
+function isAuthFailure(err: unknown): boolean {
+  return (
+    err instanceof EtcdAuthenticationFailedError ||
+    err instanceof EtcdPermissionDeniedError ||
+    err instanceof GRPCUnauthenticatedError ||
+    isMissingUser(err)
+  );
+}
+
+/** grpc-js reports a refused certificate only in the text of the subchannel's last error. */
+function isTlsFailure(err: unknown): boolean {
+  return (
+    err instanceof Error &&
+    /certificate|self[- ]signed|SSL routines|wrong version number|handshake|alert/i.test(err.message)
+  );
+}
+
+function toConnectError(options: ResolvedEtcdDiscoveryOptions, err: unknown): TdistError {
+  const where = `etcd at ${options.endpoints.join(", ")}`;
+  if (isAuthFailure(err)) {
+    const detail =
+      options.auth === undefined
+        ? "etcd has auth enabled and no user was given (TDIST_ETCD_USERNAME, TDIST_ETCD_PASSWORD)"
+        : `user ${JSON.stringify(options.auth.username)} refused`;
+    return new TdistError("unauthorized", `${where}: authentication failed (${detail}): ${causeText(err)}`, {
+      cause: err,
+    });
+  }
+  if (isTlsFailure(err)) {
+    return new TdistError("tls_failed", `${where}: TLS failed: ${causeText(err)}`, { cause: err });
+  }
+  return TdistError.wrap(err, "dependency_unavailable", `cannot connect to ${where}`);
 }
 
 function toDiscoveryError(what: string, err: unknown): TdistError {

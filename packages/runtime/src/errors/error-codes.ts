@@ -59,6 +59,14 @@ export const ErrorCodes = {
    * the time waited and the last failure.
    */
   dependency_unavailable: "cannot_connect",
+  /**
+   * A server the runtime needs (etcd, NATS) refused its credentials, or asked
+   * for credentials none were given for; not retried. The message names the
+   * server and never the secret.
+   */
+  unauthorized: "cannot_connect",
+  /** A TLS handshake failed: a certificate either side does not trust, or TLS on one side only; not retried. */
+  tls_failed: "cannot_connect",
   /** A discovery backend operation failed. */
   discovery_error: "cannot_connect",
   /** A lease expired or was revoked while still in use. */

@@ -1,9 +1,7 @@
-import type { Socket } from "node:net";
+import { type AddressInfo, createServer, type Server, type Socket } from "node:net";
 import { hostname } from "node:os";
 import { TdistError } from "../errors/tdist-error.js";
 import type { Logger } from "../logger.js";
-import { TcpListener } from "../request-plane/tcp-listener.js";
-import type { TcpTls } from "../request-plane/tcp-tls.js";
 import type { KvOffer } from "./kv-offer.js";
 import { senderFailure } from "./kv-offer.js";
 import { KvFrameType, KvRequestReader, kvErrorFrame, kvFrameHeader } from "./kv-transfer-wire.js";
@@ -14,8 +12,6 @@ export interface TcpKvListenerOptions {
   advertiseHost: string;
   /** How long an accepted connection may take to send its request. */
   requestTimeoutMs: number;
-  /** Mutual TLS (the request plane's `TDIST_TCP_TLS_*`): fetchers without a certificate from the CA are refused. */
-  tls?: TcpTls | undefined;
   logger: Logger;
   /** Claims the offer a request names; undefined when it is unknown, taken or released. */
   claim(transferId: string): KvOffer | undefined;
@@ -27,7 +23,7 @@ export interface TcpKvListenerOptions {
  * drains, so a slow receiver (TCP flow control) pauses the source.
  */
 export class TcpKvListener {
-  private listener: TcpListener | undefined;
+  private server: Server | undefined;
   private listening: Promise<string> | undefined;
   private readonly sockets = new Set<Socket>();
 
@@ -35,28 +31,24 @@ export class TcpKvListener {
 
   /** The advertised `host:port`, once listening. */
   listen(): Promise<string> {
-    this.listening ??= (async () => {
-      const listener = new TcpListener({
-        host: this.options.host,
-        port: this.options.port,
-        tls: this.options.tls,
-        onSocket: (socket) => this.accept(socket),
-        refuse: (socket, error) => socket.write(kvErrorFrame(error)),
-        name: "KV transfer",
-        logger: this.options.logger,
+    this.listening ??= new Promise<string>((resolve, reject) => {
+      const server = createServer({ noDelay: true }, (socket) => this.accept(socket));
+      this.server = server;
+      server.once("error", (err) => reject(TdistError.wrap(err, "cannot_connect", "KV transfer cannot listen")));
+      server.listen(this.options.port, this.options.host, () => {
+        const { port } = server.address() as AddressInfo;
+        resolve(`${this.advertisedHost()}:${port}`);
       });
-      this.listener = listener;
-      const port = await listener.listen();
-      return `${this.advertisedHost()}:${port}`;
-    })();
+    });
     return this.listening;
   }
 
   async close(): Promise<void> {
-    const listener = this.listener;
-    this.listener = undefined;
+    const server = this.server;
+    this.server = undefined;
     for (const socket of this.sockets) socket.destroy();
-    await listener?.close();
+    if (server === undefined) return;
+    await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 
   private advertisedHost(): string {

@@ -1,6 +1,7 @@
 import { createInbox, type Msg, type NatsConnection } from "@nats-io/transport-node";
 import { TdistError } from "../errors/tdist-error.js";
 import { connectNats, drainNats } from "../event-plane/nats-connection.js";
+import { type NatsAuthOptions, type NatsTlsOptions, natsServersForLog } from "../event-plane/nats-security.js";
 import type { ResponseStream } from "../handler.js";
 import type { Logger } from "../logger.js";
 import type { Codec } from "./codec.js";
@@ -27,6 +28,9 @@ import { type StreamTransport, TcpResponseStream } from "./tcp-response-stream.j
 export interface NatsRequestClientOptions {
   /** NATS server URL(s). */
   url: string | string[];
+  /** Credentials and TLS for the NATS connection. */
+  auth?: NatsAuthOptions;
+  tls?: NatsTlsOptions;
   maxFrameBytes: number;
   /** How long the first connection to NATS is retried while NATS does not answer. */
   connectTimeoutMs: number;
@@ -114,15 +118,17 @@ export class NatsRequestClient implements RequestPlaneClient, StreamTransport {
     try {
       monitored = await connectNats({
         url: options.url,
+        ...(options.auth ? { auth: options.auth } : {}),
+        ...(options.tls ? { tls: options.tls } : {}),
         connectTimeoutMs: options.connectTimeoutMs,
         logger: options.logger,
         name: "tdist-rp-client",
         ...(options.signal ? { signal: options.signal } : {}),
       });
     } catch (err) {
-      // Bad options, the wait running out and cancellation keep their codes; a refusal (credentials) is cannot_connect.
+      // Bad options, refused credentials or certificates, the wait running out and cancellation keep their codes.
       if (TdistError.is(err) && err.code !== "event_plane_error") throw err;
-      throw new TdistError("cannot_connect", `NATS request plane cannot connect to ${String(options.url)}`, {
+      throw new TdistError("cannot_connect", `NATS request plane cannot connect to ${natsServersForLog(options.url)}`, {
         cause: err,
       });
     }

@@ -1,6 +1,7 @@
 import type { Msg, NatsConnection } from "@nats-io/transport-node";
 import { TdistError, type WireError } from "../errors/tdist-error.js";
 import { connectNats, drainNats } from "../event-plane/nats-connection.js";
+import { type NatsAuthOptions, type NatsTlsOptions, natsServersForLog } from "../event-plane/nats-security.js";
 import type { Logger } from "../logger.js";
 import type { Codec } from "./codec.js";
 import { HandlerRun, type ResponseSink } from "./handler-run.js";
@@ -26,6 +27,9 @@ import type { RequestPlaneServer, ServedHandler, TransportAddress } from "./requ
 export interface NatsRequestServerOptions {
   /** NATS server URL(s). */
   url: string | string[];
+  /** Credentials and TLS for the NATS connection. */
+  auth?: NatsAuthOptions;
+  tls?: NatsTlsOptions;
   /** This runtime's instance id: the server listens on `tdist.rp.<instanceId>`. */
   instanceId: string;
   maxFrameBytes: number;
@@ -147,6 +151,8 @@ export class NatsRequestServer implements RequestPlaneServer {
     try {
       monitored = await connectNats({
         url,
+        ...(this.options.auth ? { auth: this.options.auth } : {}),
+        ...(this.options.tls ? { tls: this.options.tls } : {}),
         connectTimeoutMs,
         logger,
         name: `tdist-rp-server-${instanceId}`,
@@ -154,9 +160,11 @@ export class NatsRequestServer implements RequestPlaneServer {
       });
     } catch (err) {
       if (this.closed) throw new TdistError("shutting_down", "request plane server closed while connecting");
-      // Bad options, the wait running out and cancellation keep their codes; a refusal (credentials) is cannot_connect.
+      // Bad options, refused credentials or certificates, the wait running out and cancellation keep their codes.
       if (TdistError.is(err) && err.code !== "event_plane_error") throw err;
-      throw new TdistError("cannot_connect", `NATS request plane cannot connect to ${String(url)}`, { cause: err });
+      throw new TdistError("cannot_connect", `NATS request plane cannot connect to ${natsServersForLog(url)}`, {
+        cause: err,
+      });
     }
     const { connection, monitorDone } = monitored;
     this.connectionValue = connection;

@@ -4,7 +4,6 @@ import type { Logger } from "../logger.js";
 import type { Codec } from "./codec.js";
 import type { OpenStreamOptions, RequestPlaneClient, TransportAddress } from "./request-plane.js";
 import { TcpConnection } from "./tcp-connection.js";
-import type { TcpTls } from "./tcp-tls.js";
 
 export interface TcpRequestClientOptions {
   maxFrameBytes: number;
@@ -12,8 +11,6 @@ export interface TcpRequestClientOptions {
   streamWindow: number;
   codec: Codec;
   logger: Logger;
-  /** Mutual TLS to every peer (`TDIST_TCP_TLS_*`). */
-  tls?: TcpTls | undefined;
 }
 
 /**
