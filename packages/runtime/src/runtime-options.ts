@@ -10,6 +10,8 @@ import type { MemoryEventBus } from "./event-plane/memory-event-plane.js";
 import { type NatsAuthOptions, type NatsTlsOptions, splitNatsUrlCredentials } from "./event-plane/nats-security.js";
 import { type Logger, silentLogger } from "./logger.js";
 import { type Codec, jsonCodec } from "./request-plane/codec.js";
+import type { TcpTls, TcpTlsOptions } from "./request-plane/tcp-tls.js";
+import { resolveTcpTls } from "./request-plane/tcp-tls-options.js";
 import type { MemoryWorkQueueBroker } from "./work-queue/memory-work-queue.js";
 
 export type DiscoveryOptions =
@@ -79,6 +81,13 @@ export interface RuntimeOptions {
   /** How long `shutdown()` lets in-flight streams finish before killing them. */
   shutdownGraceMs?: number;
   codec?: Codec;
+  /**
+   * Mutual TLS for the TCP request plane (client and server) and the KV
+   * transfer listener: PEM files of this process's certificate and key and of
+   * the cluster's CA. `false` turns it off. Default: `TDIST_TCP_TLS_CERT`,
+   * `TDIST_TCP_TLS_KEY`, `TDIST_TCP_TLS_CA` (all three, or none for plaintext).
+   */
+  tcpTls?: TcpTlsOptions | false;
   /** The runtime logs through `logger.child({ runtime: name })`. */
   logger?: Logger;
   /**
@@ -116,6 +125,8 @@ export interface ResolvedRuntimeOptions {
   startupTimeoutMs: number;
   shutdownGraceMs: number;
   codec: Codec;
+  /** Loaded TCP TLS credentials, or undefined for plaintext. */
+  tcpTls: TcpTls | undefined;
   name: string;
   /** Already the child logger carrying `{ runtime: name }`. */
   logger: Logger;
@@ -214,6 +225,7 @@ export function resolveRuntimeOptions(options: RuntimeOptions = {}): ResolvedRun
       options.startupTimeoutMs ?? readEnv(Env.startupTimeoutMs, env),
     ),
     codec: options.codec ?? jsonCodec,
+    tcpTls: resolveTcpTls(options.tcpTls, env),
     name,
     logger: childLogger(options.logger ?? silentLogger, { runtime: name }),
   };

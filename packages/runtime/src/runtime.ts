@@ -122,6 +122,7 @@ export class DistributedRuntime implements ClientHost {
     this.kvTransferPlane ??= new RuntimeKvTransferPlane({
       ...this.options.kvTransfer,
       connectTimeoutMs: this.options.connectTimeoutMs,
+      tls: this.options.tcpTls,
       logger: this.logger,
     });
     // First asked for after shutdown began: closed at once, so it refuses offers like the rest.
@@ -334,6 +335,7 @@ export class DistributedRuntime implements ClientHost {
       maxFrameBytes: this.options.maxFrameBytes,
       codec: this.options.codec,
       logger: this.logger,
+      tls: this.options.tcpTls,
     });
     return this.serverValue;
   }
@@ -450,6 +452,7 @@ async function openRequestPlaneClient(
       streamWindow: options.streamWindow,
       codec: options.codec,
       logger: options.logger,
+      tls: options.tcpTls,
     });
   };
   // The runtime's own plane connects now (a bad NATS URL fails `create`); the other on first use.

@@ -21,6 +21,8 @@ const assets = builtinModelAssets();
 /** Token ids the fake engines answer with: the prefill worker's first token, then the decode worker's. */
 const PREFILL_TOKEN = 1000;
 const DECODE_TOKEN = 2000;
+/** The fake prefill worker's prefix-cache hit on every prompt. */
+const PREFILL_CACHED_TOKENS = 4;
 const LONG_PROMPT = "the quick brown fox jumps over the lazy dog ".repeat(6);
 const SHORT_PROMPT = "hi";
 const BOUND = 10_000;
@@ -70,7 +72,7 @@ function prefillEngine(
     }
     const offer = await runtime.kvTransfer.offer(new Uint8Array(request.tokenIds.length * 4).fill(7), { ttlMs: BOUND });
     if (behaviour === "withdraw") await offer.release();
-    yield { tokenIds: [PREFILL_TOKEN], kvTransfer: offer.handle };
+    yield { tokenIds: [PREFILL_TOKEN], kvTransfer: offer.handle, cachedTokens: PREFILL_CACHED_TOKENS };
   };
 }
 
@@ -98,6 +100,8 @@ function decodeEngine(runtime: DistributedRuntime, worker: { requests: Preproces
     for (let i = 0; i < request.stop.maxTokens; i++) {
       const output: EngineOutput = { tokenIds: [DECODE_TOKEN + i] };
       if (i === 0 && kvImport !== undefined) output.kvImport = kvImport;
+      // As the real engines do: a fetched cache reads as cached prompt tokens on the decode worker.
+      if (i === 0 && kvImport === "fetched" && phase?.phase === "decode") output.cachedTokens = phase.kvTokens;
       if (i === request.stop.maxTokens - 1) output.finishReason = "length";
       yield output;
     }
@@ -165,7 +169,10 @@ describe("prefill router", () => {
       response,
       text,
       json: () =>
-        JSON.parse(text) as { usage: Record<string, number>; choices: { text: string; finish_reason: string }[] },
+        JSON.parse(text) as {
+          usage: { completion_tokens: number; prompt_tokens_details?: { cached_tokens: number } };
+          choices: { text: string; finish_reason: string }[];
+        },
     };
   }
 
@@ -201,6 +208,8 @@ describe("prefill router", () => {
     expect(response.headers.get("x-tdist-worker")).toBe(decode.served.instanceId);
     const body = json();
     expect(body.usage.completion_tokens).toBe(4);
+    // The prefill worker's cache hit, not the decode worker's import of the whole prompt.
+    expect(body.usage.prompt_tokens_details?.cached_tokens).toBe(PREFILL_CACHED_TOKENS);
     expect(body.choices[0]?.finish_reason).toBe("length");
 
     const prefillRequest = prefill.requests[0] as PreprocessedRequest;

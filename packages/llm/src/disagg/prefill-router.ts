@@ -211,6 +211,13 @@ class RemoteChoice implements ChoiceStream {
           else if (next.kvImport === "fetched") {
             metrics?.kvTransferBytes.inc({ model }, kvTransfer.byteCount);
             metrics?.handoffSeconds.observe({ model }, (performance.now() - handoffStarted) / 1000);
+            // The imported prompt was computed by the prefill worker, not found in a cache: the prefill
+            // worker's own prefix-cache hit (its output's cachedTokens) is what the client is told.
+            if (next.cachedTokens !== undefined) {
+              const { cachedTokens: _imported, ...rest } = next;
+              yield rest;
+              continue;
+            }
           }
         }
         yield next;

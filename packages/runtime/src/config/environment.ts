@@ -71,6 +71,19 @@ export const Env = declareEnvVars("@tdist/runtime", {
     "Host other processes use to reach this one; defaults to TDIST_TCP_HOST (or the hostname when it is 0.0.0.0).",
   ),
   tcpPort: integerVar("TDIST_TCP_PORT", 0, "TCP request plane port; 0 picks a free one.", { min: 0, max: 65_535 }),
+  // TCP request plane and KV transfer TLS: all three or none; PEM files.
+  tcpTlsCert: stringVar(
+    "TDIST_TCP_TLS_CERT",
+    "",
+    "This process's certificate for mutual TLS on the TCP request plane and KV transfer listener, signed by " +
+      "TDIST_TCP_TLS_CA; it must name the advertised host (DNS name or IP SAN). Needs TDIST_TCP_TLS_KEY and TDIST_TCP_TLS_CA.",
+  ),
+  tcpTlsKey: stringVar("TDIST_TCP_TLS_KEY", "", "Private key (PEM, unencrypted) of TDIST_TCP_TLS_CERT."),
+  tcpTlsCa: stringVar(
+    "TDIST_TCP_TLS_CA",
+    "",
+    "CA certificate every peer's TCP TLS certificate must chain to; peers without one are refused (cannot_connect).",
+  ),
   kvTransfer: enumVar(
     "TDIST_KV_TRANSFER",
     ["tcp", "local"],

@@ -1,5 +1,6 @@
 import { TdistError } from "../errors/tdist-error.js";
 import type { Logger } from "../logger.js";
+import type { TcpTls } from "../request-plane/tcp-tls.js";
 import { toAbortError } from "../util/abort.js";
 import { randomId64 } from "../util/ids.js";
 import { isChecksum, KvChecksum } from "./kv-checksum.js";
@@ -28,6 +29,8 @@ export interface KvTransferPlaneOptions {
   /** Default `timeoutMs` of a fetch. */
   fetchTimeoutMs: number;
   connectTimeoutMs: number;
+  /** Mutual TLS for the listener and for fetches from other processes (the request plane's `TDIST_TCP_TLS_*`). */
+  tls?: TcpTls | undefined;
   logger: Logger;
 }
 
@@ -51,6 +54,7 @@ export class RuntimeKvTransferPlane implements KvTransferPlane {
       this.listener = new TcpKvListener({
         ...options.backend,
         requestTimeoutMs: options.connectTimeoutMs,
+        tls: options.tls,
         logger: options.logger,
         claim: (transferId) => this.claim(transferId),
       });
@@ -147,7 +151,7 @@ export class RuntimeKvTransferPlane implements KvTransferPlane {
         `KV transfer ${handle.transferId} was offered by a runtime that is gone or in another process without a TCP address`,
       );
     }
-    return tcpKvFetch(tcp, handle.transferId, this.options.connectTimeoutMs, signal);
+    return tcpKvFetch(tcp, handle.transferId, this.options.connectTimeoutMs, signal, this.options.tls);
   }
 
   private assertOpen(): void {

@@ -1,5 +1,7 @@
-import { connect, type Socket } from "node:net";
+import type { Socket } from "node:net";
 import { TdistError } from "../errors/tdist-error.js";
+import { dialTcp } from "../request-plane/tcp-dial.js";
+import { type TcpTls, tlsFailureReason } from "../request-plane/tcp-tls.js";
 import { encodeKvRequest, KvFrameReader } from "./kv-transfer-wire.js";
 
 /**
@@ -8,15 +10,17 @@ import { encodeKvRequest, KvFrameReader } from "./kv-transfer-wire.js";
  * the consumer pulls, so a slow consumer fills the TCP window and pauses the
  * sender. Ends after END; throws the sender's ERROR, or `kv_transfer_failed`
  * when the connection ends first. `signal` destroys the socket (the caller
- * turns that into its reason).
+ * turns that into its reason). With `tls` the connection is mutual TLS; a
+ * sender that refuses this certificate answers `cannot_connect`.
  */
 export async function* tcpKvFetch(
   address: string,
   transferId: string,
   connectTimeoutMs: number,
   signal: AbortSignal,
+  tls?: TcpTls,
 ): AsyncGenerator<Uint8Array, void, undefined> {
-  const socket = await dial(address, connectTimeoutMs, signal);
+  const socket = await dial(address, connectTimeoutMs, signal, tls);
   const onAbort = (): void => {
     socket.destroy();
   };
@@ -36,6 +40,12 @@ export async function* tcpKvFetch(
     throw new TdistError("kv_transfer_failed", `KV transfer ${transferId} truncated after ${received} bytes`);
   } catch (err) {
     if (err instanceof TdistError) throw err;
+    const tlsReason = received === 0 ? tlsFailureReason(err) : undefined;
+    if (tlsReason !== undefined) {
+      throw new TdistError("cannot_connect", `TLS with KV transfer sender at ${address} failed: ${tlsReason}`, {
+        cause: err,
+      });
+    }
     throw TdistError.wrap(err, "kv_transfer_failed", `KV transfer ${transferId} lost after ${received} bytes`);
   } finally {
     signal.removeEventListener("abort", onAbort);
@@ -43,7 +53,7 @@ export async function* tcpKvFetch(
   }
 }
 
-function dial(address: string, timeoutMs: number, signal: AbortSignal): Promise<Socket> {
+function dial(address: string, timeoutMs: number, signal: AbortSignal, tls: TcpTls | undefined): Promise<Socket> {
   const separator = address.lastIndexOf(":");
   const host = address.slice(0, separator).replace(/^\[(.*)\]$/, "$1");
   const port = Number(address.slice(separator + 1));
@@ -51,14 +61,22 @@ function dial(address: string, timeoutMs: number, signal: AbortSignal): Promise<
     return Promise.reject(new TdistError("bad_request", `bad KV transfer address ${JSON.stringify(address)}`));
   }
   return new Promise<Socket>((resolve, reject) => {
-    const socket = connect({ host, port, noDelay: true });
+    const { socket, readyEvent } = dialTcp(host, port, tls);
     const fail = (error: TdistError): void => {
       cleanup();
       socket.destroy();
       reject(error);
     };
-    const onError = (err: Error): void =>
-      fail(TdistError.wrap(err, "cannot_connect", `cannot reach KV transfer sender at ${address}`));
+    const onError = (err: Error): void => {
+      const tlsReason = tlsFailureReason(err);
+      fail(
+        tlsReason === undefined
+          ? TdistError.wrap(err, "cannot_connect", `cannot reach KV transfer sender at ${address}`)
+          : new TdistError("cannot_connect", `TLS with KV transfer sender at ${address} failed: ${tlsReason}`, {
+              cause: err,
+            }),
+      );
+    };
     const onAbort = (): void => fail(new TdistError("cancelled", "KV transfer fetch aborted while connecting"));
     const timer = setTimeout(
       () =>
@@ -71,7 +89,7 @@ function dial(address: string, timeoutMs: number, signal: AbortSignal): Promise<
       signal.removeEventListener("abort", onAbort);
     };
     socket.once("error", onError);
-    socket.once("connect", () => {
+    socket.once(readyEvent, () => {
       cleanup();
       socket.on("error", () => {});
       resolve(socket);

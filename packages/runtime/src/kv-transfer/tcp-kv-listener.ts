@@ -1,7 +1,9 @@
-import { type AddressInfo, createServer, type Server, type Socket } from "node:net";
+import type { Socket } from "node:net";
 import { hostname } from "node:os";
 import { TdistError } from "../errors/tdist-error.js";
 import type { Logger } from "../logger.js";
+import { TcpListener } from "../request-plane/tcp-listener.js";
+import type { TcpTls } from "../request-plane/tcp-tls.js";
 import type { KvOffer } from "./kv-offer.js";
 import { senderFailure } from "./kv-offer.js";
 import { KvFrameType, KvRequestReader, kvErrorFrame, kvFrameHeader } from "./kv-transfer-wire.js";
@@ -12,6 +14,8 @@ export interface TcpKvListenerOptions {
   advertiseHost: string;
   /** How long an accepted connection may take to send its request. */
   requestTimeoutMs: number;
+  /** Mutual TLS (the request plane's `TDIST_TCP_TLS_*`): fetchers without a certificate from the CA are refused. */
+  tls?: TcpTls | undefined;
   logger: Logger;
   /** Claims the offer a request names; undefined when it is unknown, taken or released. */
   claim(transferId: string): KvOffer | undefined;
@@ -23,7 +27,7 @@ export interface TcpKvListenerOptions {
  * drains, so a slow receiver (TCP flow control) pauses the source.
  */
 export class TcpKvListener {
-  private server: Server | undefined;
+  private listener: TcpListener | undefined;
   private listening: Promise<string> | undefined;
   private readonly sockets = new Set<Socket>();
 
@@ -31,24 +35,28 @@ export class TcpKvListener {
 
   /** The advertised `host:port`, once listening. */
   listen(): Promise<string> {
-    this.listening ??= new Promise<string>((resolve, reject) => {
-      const server = createServer({ noDelay: true }, (socket) => this.accept(socket));
-      this.server = server;
-      server.once("error", (err) => reject(TdistError.wrap(err, "cannot_connect", "KV transfer cannot listen")));
-      server.listen(this.options.port, this.options.host, () => {
-        const { port } = server.address() as AddressInfo;
-        resolve(`${this.advertisedHost()}:${port}`);
+    this.listening ??= (async () => {
+      const listener = new TcpListener({
+        host: this.options.host,
+        port: this.options.port,
+        tls: this.options.tls,
+        onSocket: (socket) => this.accept(socket),
+        refuse: (socket, error) => socket.write(kvErrorFrame(error)),
+        name: "KV transfer",
+        logger: this.options.logger,
       });
-    });
+      this.listener = listener;
+      const port = await listener.listen();
+      return `${this.advertisedHost()}:${port}`;
+    })();
     return this.listening;
   }
 
   async close(): Promise<void> {
-    const server = this.server;
-    this.server = undefined;
+    const listener = this.listener;
+    this.listener = undefined;
     for (const socket of this.sockets) socket.destroy();
-    if (server === undefined) return;
-    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await listener?.close();
   }
 
   private advertisedHost(): string {

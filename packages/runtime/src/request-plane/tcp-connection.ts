@@ -1,4 +1,4 @@
-import { connect, type Socket } from "node:net";
+import type { Socket } from "node:net";
 import type { Context } from "../context.js";
 import { TdistError } from "../errors/tdist-error.js";
 import type { Logger } from "../logger.js";
@@ -14,7 +14,9 @@ import {
 } from "./frame.js";
 import { FrameWriter } from "./frame-writer.js";
 import type { StreamHooks } from "./request-plane.js";
+import { dialTcp } from "./tcp-dial.js";
 import { type StreamTransport, TcpResponseStream } from "./tcp-response-stream.js";
+import { type TcpTls, tlsFailureReason } from "./tcp-tls.js";
 
 export interface TcpConnectionOptions {
   address: string;
@@ -23,6 +25,8 @@ export interface TcpConnectionOptions {
   streamWindow: number;
   codec: Codec;
   logger: Logger;
+  /** Mutual TLS to the peer; a peer without TLS, or one that refuses this certificate, is `cannot_connect`. */
+  tls?: TcpTls | undefined;
 }
 
 const MAX_STREAM_ID = 0xffffffff;
@@ -49,16 +53,19 @@ export class TcpConnection implements StreamTransport {
       (frame) => this.onFrame(frame),
       (frame) => this.onOversize(frame),
     );
-    this.socket = connect({ host, port, noDelay: true });
+    const { socket, readyEvent } = dialTcp(host, port, options.tls);
+    this.socket = socket;
+    let heardFromPeer = false;
     const timer = setTimeout(() => {
       this.fail(new TdistError("cannot_connect", `connect to ${options.address} timed out`));
     }, options.connectTimeoutMs);
-    this.socket.once("connect", () => {
+    this.socket.once(readyEvent, () => {
       clearTimeout(timer);
       this.connected = true;
       this.writer.attach(this.socket);
     });
     this.socket.on("data", (chunk: Buffer) => {
+      heardFromPeer = true;
       try {
         parser.push(chunk);
       } catch (err) {
@@ -67,6 +74,19 @@ export class TcpConnection implements StreamTransport {
     });
     this.socket.on("error", (err) => {
       clearTimeout(timer);
+      // TLS 1.3 finishes the client's handshake before the server checks its certificate: a refusal can follow `ready`.
+      const tlsReason = heardFromPeer ? undefined : tlsFailureReason(err);
+      if (tlsReason !== undefined) {
+        this.fail(
+          new TdistError(
+            "cannot_connect",
+            `TLS with ${options.address} failed: ${tlsReason} (both sides need TDIST_TCP_TLS_* from one CA, ` +
+              `and the server's certificate must name ${host})`,
+            { cause: err },
+          ),
+        );
+        return;
+      }
       this.fail(
         this.connected
           ? TdistError.wrap(err, "disconnected", `connection to ${options.address} lost`)

@@ -4,6 +4,7 @@ import type { Logger } from "../logger.js";
 import type { Codec } from "./codec.js";
 import type { OpenStreamOptions, RequestPlaneClient, TransportAddress } from "./request-plane.js";
 import { TcpConnection } from "./tcp-connection.js";
+import type { TcpTls } from "./tcp-tls.js";
 
 export interface TcpRequestClientOptions {
   maxFrameBytes: number;
@@ -11,6 +12,8 @@ export interface TcpRequestClientOptions {
   streamWindow: number;
   codec: Codec;
   logger: Logger;
+  /** Mutual TLS to every peer (`TDIST_TCP_TLS_*`). */
+  tls?: TcpTls | undefined;
 }
 
 /**

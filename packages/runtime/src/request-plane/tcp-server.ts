@@ -1,13 +1,22 @@
-import { type AddressInfo, createServer, type Server, type Socket } from "node:net";
+import type { Socket } from "node:net";
 import { hostname } from "node:os";
 import { TdistError, type WireError } from "../errors/tdist-error.js";
 import type { Logger } from "../logger.js";
 import type { Codec } from "./codec.js";
-import { decodeRequestPayload, FRAME_HEADER_BYTES, type Frame, FrameParser, FrameType } from "./frame.js";
+import {
+  decodeRequestPayload,
+  encodeStringFrame,
+  FRAME_HEADER_BYTES,
+  type Frame,
+  FrameParser,
+  FrameType,
+} from "./frame.js";
 import { FrameWriter } from "./frame-writer.js";
 import { HandlerRun, type ResponseSink } from "./handler-run.js";
 import { admitRequest } from "./request-admission.js";
 import type { RequestPlaneServer, ServedHandler, TransportAddress } from "./request-plane.js";
+import { TcpListener } from "./tcp-listener.js";
+import type { TcpTls } from "./tcp-tls.js";
 
 export interface TcpServerOptions {
   host: string;
@@ -17,6 +26,8 @@ export interface TcpServerOptions {
   maxFrameBytes: number;
   codec: Codec;
   logger: Logger;
+  /** Mutual TLS (`TDIST_TCP_TLS_*`): callers without a certificate from the CA are refused with `cannot_connect`. */
+  tls?: TcpTls | undefined;
 }
 
 /**
@@ -27,7 +38,7 @@ export class TcpRequestServer implements RequestPlaneServer {
   readonly kind = "tcp" as const;
   private readonly handlers = new Map<string, ServedHandler>();
   private readonly connections = new Set<ServerConnection>();
-  private server: Server | undefined;
+  private listener: TcpListener | undefined;
   private listening: Promise<string> | undefined;
   private accepting = true;
 
@@ -56,15 +67,20 @@ export class TcpRequestServer implements RequestPlaneServer {
 
   /** The advertised `host:port`, once listening. */
   async listen(): Promise<string> {
-    this.listening ??= new Promise<string>((resolve, reject) => {
-      const server = createServer({ noDelay: true }, (socket) => this.accept(socket));
-      this.server = server;
-      server.once("error", (err) => reject(TdistError.wrap(err, "cannot_connect", "TCP request plane cannot listen")));
-      server.listen(this.options.port, this.options.host, () => {
-        const { port } = server.address() as AddressInfo;
-        resolve(`${this.advertisedHost()}:${port}`);
+    this.listening ??= (async () => {
+      const listener = new TcpListener({
+        host: this.options.host,
+        port: this.options.port,
+        tls: this.options.tls,
+        onSocket: (socket) => this.accept(socket),
+        refuse: (socket, error) => socket.write(encodeStringFrame(FrameType.ERROR, 0, JSON.stringify(error.toWire()))),
+        name: "TCP request plane",
+        logger: this.options.logger,
       });
-    });
+      this.listener = listener;
+      const port = await listener.listen();
+      return `${this.advertisedHost()}:${port}`;
+    })();
     return this.listening;
   }
 
@@ -73,10 +89,10 @@ export class TcpRequestServer implements RequestPlaneServer {
     // Callers hear why their streams end before the connection closes.
     const reason = new TdistError("shutting_down", "server closed");
     for (const connection of [...this.connections]) connection.destroy(reason, { tellCallers: true, graceful: true });
-    const server = this.server;
-    if (server === undefined) return;
-    this.server = undefined;
-    await new Promise<void>((resolve) => server.close(() => resolve()));
+    const listener = this.listener;
+    if (listener === undefined) return;
+    this.listener = undefined;
+    await listener.close();
   }
 
   private advertisedHost(): string {
@@ -87,7 +103,6 @@ export class TcpRequestServer implements RequestPlaneServer {
   }
 
   private accept(socket: Socket): void {
-    socket.setNoDelay(true);
     const connection = new ServerConnection(socket, this, this.options);
     this.connections.add(connection);
     socket.once("close", () => this.connections.delete(connection));
