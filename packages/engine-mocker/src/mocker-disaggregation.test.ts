@@ -180,6 +180,42 @@ describe("mocker disaggregation", () => {
     expect(clock.now()).toBeCloseTo(prefillMs + 50, 6);
   });
 
+  it("mocker disaggregation - activity counts the step loop's work, a prefill answer's transfer wait and a fetch", async () => {
+    const runtime = await localRuntime();
+    // A clock whose sleeps end only when the test says: each state can be looked at.
+    const sleeps: (() => void)[] = [];
+    const clock = { now: () => 0, sleep: () => new Promise<void>((resolve) => sleeps.push(resolve)) };
+    const engine = new MockerEngine({ clock, blockSize: 4, role: "prefill", kvTransfer: runtime.kvTransfer });
+    cleanups.push(async () => {
+      for (const wake of sleeps.splice(0)) wake();
+      await engine.close();
+    });
+    const answer = withTimeout("prefill", BOUND_MS, undefined, () =>
+      run(engine, request(prompt(70, 20), 4, { disaggregation: { phase: "prefill" } })),
+    );
+    const until = async (check: () => boolean): Promise<void> =>
+      withTimeout("activity", BOUND_MS, undefined, async () => {
+        while (!check()) await new Promise((resolve) => setImmediate(resolve));
+      });
+    await until(() => sleeps.length === 1);
+    expect(engine.activity()).toEqual({ sequences: 1, transferWaits: 0, kvTransfers: 0 });
+    // The prefill step ends: the answer waits out its transfer time, the sequence out of the batch.
+    sleeps.shift()?.();
+    await until(() => engine.activity().transferWaits === 1);
+    expect(engine.activity()).toEqual({ sequences: 0, transferWaits: 1, kvTransfers: 0 });
+    await until(() => sleeps.length === 1);
+    sleeps.shift()?.();
+    const first = (await answer)[0] as EngineOutput;
+    expect(engine.activity()).toEqual({ sequences: 0, transferWaits: 0, kvTransfers: 0 });
+    const decode = new MockerEngine({ clock: new VirtualClock(), blockSize: 4, kvTransfer: runtime.kvTransfer });
+    cleanups.push(() => decode.close());
+    const rest = run(decode, decodeRequest(prompt(70, 20), 4, first));
+    // generate() runs up to its first await at once: the fetch is counted before it yields.
+    expect(decode.activity()).toEqual({ sequences: 0, transferWaits: 0, kvTransfers: 1 });
+    expect((await rest)[0]?.kvImport).toBe("fetched");
+    expect(decode.activity()).toEqual({ sequences: 0, transferWaits: 0, kvTransfers: 0 });
+  });
+
   it("mocker disaggregation - the decode worker charges no prefill for the transferred prompt and caches its blocks", async () => {
     const { prefill, decode, decodeSteps: steps } = await trio();
     const tokens = prompt(6, 64);

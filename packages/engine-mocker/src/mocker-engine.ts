@@ -44,8 +44,8 @@ export interface MockerActivity {
   sequences: number;
   /** Prefill-phase answers waiting out their transfer time on the clock. */
   transferWaits: number;
-  /** Decode-phase requests fetching their KV cache (not on the clock: the driver must let them finish). */
-  fetches: number;
+  /** KV offers being registered and fetches running: off the clock, so the driver lets them finish first. */
+  kvTransfers: number;
 }
 
 /** One sequence's share of a step, decided before the step's time passes. */
@@ -96,7 +96,7 @@ export class MockerEngine {
   private peakRunning = 0;
   private lastMetricsKey = "";
   private transferWaits = 0;
-  private fetches = 0;
+  private kvTransfers = 0;
 
   constructor(options: MockerEngineOptions = {}) {
     this.options = resolveMockerOptions(options);
@@ -117,7 +117,7 @@ export class MockerEngine {
     return {
       sequences: this.running.length + this.waiting.length,
       transferWaits: this.transferWaits,
-      fetches: this.fetches,
+      kvTransfers: this.kvTransfers,
     };
   }
 
@@ -248,12 +248,17 @@ export class MockerEngine {
       if (ctx.isStopped) return { ...message, finishReason: "cancelled" };
       const payload = encodeKvPayload(sequence.tokens.slice(0, promptTokens), blockSize);
       // Not the request's signal: the offer outlives this answer until the decode worker fetches it.
-      const offer = await this.requireKvTransfer().offer(payload, {
-        signal: this.closeController.signal,
-        onRelease: release,
-      });
-      offered = true;
-      return { ...message, kvTransfer: offer.handle };
+      this.kvTransfers++;
+      try {
+        const offer = await this.requireKvTransfer().offer(payload, {
+          signal: this.closeController.signal,
+          onRelease: release,
+        });
+        offered = true;
+        return { ...message, kvTransfer: offer.handle };
+      } finally {
+        this.kvTransfers--;
+      }
     } finally {
       // Until the offer exists the blocks are this call's; after, the offer's release returns them.
       if (!offered) release();
@@ -341,7 +346,7 @@ export class MockerEngine {
   private async importKv(sequence: MockerSequence, phase: DecodePhase, ctx: Context): Promise<void> {
     const plane = this.requireKvTransfer();
     const { logger, workerId } = this.options;
-    this.fetches++;
+    this.kvTransfers++;
     try {
       const chunks: Uint8Array[] = [];
       for await (const chunk of plane.fetch(phase.kvTransfer, { signal: ctx.signal })) chunks.push(chunk);
@@ -356,7 +361,7 @@ export class MockerEngine {
       );
       sequence.kvImport = "fallback";
     } finally {
-      this.fetches--;
+      this.kvTransfers--;
     }
   }
 
