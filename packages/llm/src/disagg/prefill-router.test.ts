@@ -223,6 +223,10 @@ describe("prefill router", () => {
       prefillWorkerId: prefill.served.instanceId,
     });
     expect(await decisions(frontend)).toEqual({ remote: 1 });
+    const health = await fetch(`${frontend.url}/health`, { signal: AbortSignal.timeout(BOUND) });
+    expect(((await health.json()) as { models: unknown[] }).models).toEqual([
+      { name: "fake", status: "healthy", workers: 1, live_workers: 1, prefill_workers: 1, live_prefill_workers: 1 },
+    ]);
     const bytes = await frontend.metrics.disaggregation.kvTransferBytes.get();
     expect(bytes.values[0]?.value).toBe(prefillRequest.tokenIds.length * 4);
   });

@@ -209,7 +209,14 @@ const FIELD_FORMS: Record<string, string> = {
  */
 function healthOf(models: ModelManager<ModelPipeline>): {
   status: "healthy" | "unhealthy";
-  models: { name: string; status: "healthy" | "unhealthy"; workers: number; live_workers: number }[];
+  models: {
+    name: string;
+    status: "healthy" | "unhealthy";
+    workers: number;
+    live_workers: number;
+    prefill_workers?: number;
+    live_prefill_workers?: number;
+  }[];
   message?: string;
 } {
   const entries = models.health().map((model) => ({
@@ -217,6 +224,10 @@ function healthOf(models: ModelManager<ModelPipeline>): {
     status: model.liveWorkers > 0 ? ("healthy" as const) : ("unhealthy" as const),
     workers: model.workers,
     live_workers: model.liveWorkers,
+    // Prefill workers only speed a model up: without them its decode workers serve it aggregated.
+    ...(model.prefillWorkers > 0
+      ? { prefill_workers: model.prefillWorkers, live_prefill_workers: model.livePrefillWorkers }
+      : {}),
   }));
   const down = entries.filter((entry) => entry.status === "unhealthy").map((entry) => JSON.stringify(entry.name));
   if (entries.length === 0) return { status: "unhealthy", models: entries, message: "no model is served" };

@@ -97,6 +97,9 @@ export interface ModelHealth {
   workers: number;
   /** Of those, the ones not known to be unreachable. */
   liveWorkers: number;
+  /** Its prefill workers registered, and live (0 and 0 when it has none: it is served aggregated). */
+  prefillWorkers: number;
+  livePrefillWorkers: number;
 }
 
 interface MutableEntry<P> {
@@ -223,6 +226,8 @@ export class ModelManager<P extends { close?(): Promise<void> }> {
       name: entry.name,
       workers: entry.workers.size,
       liveWorkers: entry.liveWorkers().length,
+      prefillWorkers: entry.prefillWorkers.size,
+      livePrefillWorkers: this.prefillPools.get(entry.name)?.pool?.liveWorkers().length ?? 0,
     }));
   }
 
