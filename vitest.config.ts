@@ -14,6 +14,7 @@ export default defineConfig({
       "packages/cli/bin/*.test.ts",
       "examples/*/src/**/*.test.ts",
       "bench/lib/*.test.ts",
+      "bench/disagg/*.test.ts",
       "scripts/*.test.ts",
     ],
     testTimeout: 30_000,
