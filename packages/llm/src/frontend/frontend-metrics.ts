@@ -1,4 +1,4 @@
-import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import { DisaggregationMetrics } from "../disagg/disagg-metrics.js";
 
 /**
@@ -23,6 +23,8 @@ export class FrontendMetrics {
 
   constructor(prefix = "dynamo_frontend") {
     const registers = [this.registry];
+    // Process health (RSS, event-loop lag, handles) beside the request metrics, so a soak or a dashboard reads one endpoint.
+    collectDefaultMetrics({ register: this.registry });
     this.requests = new Counter({
       name: `${prefix}_requests_total`,
       help: "Requests handled, by model, endpoint, request type (stream/unary) and status (success/error)",
