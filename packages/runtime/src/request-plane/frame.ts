@@ -113,7 +113,18 @@ export function decodeRequestPayload(payload: Buffer): RequestHead {
   if (!Number.isInteger(headers.credit) || headers.credit < 1) {
     throw new TdistError("protocol_error", "REQUEST headers lack a positive credit");
   }
+  if (headers.deadline !== undefined && !Number.isFinite(headers.deadline)) {
+    throw new TdistError("protocol_error", "REQUEST deadline is not a number");
+  }
+  if (headers.annotations !== undefined && !isStringRecord(headers.annotations)) {
+    throw new TdistError("protocol_error", "REQUEST annotations are not an object of strings");
+  }
   return { path, headers, body: payload.subarray(bodyAt) };
+}
+
+function isStringRecord(value: unknown): value is Record<string, string> {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return false;
+  return Object.values(value).every((entry) => typeof entry === "string");
 }
 
 /** The header of a frame too large to accept, passed to `onOversize` while its bytes are skipped. */

@@ -91,27 +91,46 @@ describe("tcp request plane - faults", () => {
     expect(await collect(client.generate({ text: "ok" }))).toEqual(["ok"]);
   });
 
-  it("tcp - a malformed REQUEST frame is a protocol error, not a crash", async () => {
+  it("tcp - a malformed REQUEST payload fails that stream with protocol_error; the connection serves on", async () => {
     const { address, cluster: c } = await serveWords();
     const socket = await rawSocket(address);
     socket.on("error", () => {});
+    const frames: { type: number; id: number; code?: string }[] = [];
+    const parser = new FrameParser(1 << 20, (frame) => {
+      const code = frame.type === FrameType.ERROR ? JSON.parse(frame.payload.toString()).code : undefined;
+      frames.push({ type: frame.type, id: frame.streamId, ...(code ? { code } : {}) });
+    });
+    socket.on("data", (chunk: Buffer) => parser.push(chunk));
+    const request = (headers: unknown) =>
+      Buffer.concat([
+        Buffer.from([0, 19]),
+        Buffer.from("test/words/generate"),
+        Buffer.from([0, JSON.stringify(headers).length]),
+        Buffer.from(JSON.stringify(headers)),
+        Buffer.from('{"text":"a"}'),
+      ]);
     socket.write(encodeFrame(FrameType.REQUEST, 1, Buffer.from([0, 200, 1])));
-    await closed(socket);
-    const valid = await rawSocket(address);
-    const frames: number[] = [];
-    const parser = new FrameParser(1 << 20, (frame) => frames.push(frame.type));
-    valid.on("data", (chunk: Buffer) => parser.push(chunk));
+    socket.write(encodeFrame(FrameType.REQUEST, 2, request({ requestId: "r", credit: 4, annotations: "x" })));
+    socket.write(encodeFrame(FrameType.REQUEST, 3, request({ requestId: "r", credit: 4, deadline: "soon" })));
     const payload = encodeRequestPayload(
       "test/words/generate",
       { requestId: "r1", credit: 8 },
       Buffer.from('{"text":"a b"}'),
     );
-    valid.write(encodeFrame(FrameType.REQUEST, 7, payload));
+    socket.write(encodeFrame(FrameType.REQUEST, 7, payload));
     await withTimeout("raw response", 2_000, undefined, async () => {
-      while (!frames.includes(FrameType.END)) await delay(5);
+      while (!frames.some((frame) => frame.type === FrameType.END)) await delay(5);
     });
-    expect(frames).toEqual([FrameType.DATA, FrameType.DATA, FrameType.END]);
-    valid.destroy();
+    expect(frames).toEqual([
+      { type: FrameType.ERROR, id: 1, code: "protocol_error" },
+      { type: FrameType.ERROR, id: 2, code: "protocol_error" },
+      { type: FrameType.ERROR, id: 3, code: "protocol_error" },
+      { type: FrameType.DATA, id: 7 },
+      { type: FrameType.DATA, id: 7 },
+      { type: FrameType.END, id: 7 },
+    ]);
+    expect(socket.destroyed).toBe(false);
+    socket.destroy();
     const client = await callerClient(c);
     expect(await collect(client.generate({ text: "fine" }))).toEqual(["fine"]);
   });

@@ -10,6 +10,7 @@ import {
   type Frame,
   FrameParser,
   FrameType,
+  type RequestHead,
 } from "./frame.js";
 import { FrameWriter } from "./frame-writer.js";
 import { HandlerRun, type ResponseSink } from "./handler-run.js";
@@ -186,10 +187,19 @@ class ServerConnection {
 
   private onRequest(frame: Frame): void {
     const { streamId } = frame;
+    // Stream 0 carries the connection's own errors; a reused id would make the caller's streams ambiguous.
+    if (streamId === 0) throw new TdistError("protocol_error", "REQUEST on stream 0");
     if (this.runs.has(streamId)) throw new TdistError("protocol_error", `stream ${streamId} is already open`);
-    const head = decodeRequestPayload(frame.payload);
     const fail = (error: TdistError): void =>
       this.writer.writeString(FrameType.ERROR, streamId, JSON.stringify(error.toWire()));
+    let head: RequestHead;
+    try {
+      head = decodeRequestPayload(frame.payload);
+    } catch (err) {
+      // The framing is intact, so only this stream is bad: the connection and its other streams go on.
+      fail(TdistError.wrap(err, "protocol_error"));
+      return;
+    }
     if (!this.server.isAccepting) {
       fail(new TdistError("shutting_down", "instance is shutting down"));
       return;
