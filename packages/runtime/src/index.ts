@@ -98,6 +98,7 @@ export { type Logger, silentLogger } from "./logger.js";
 export { type NameKind, validateName } from "./names.js";
 export { type Codec, jsonCodec } from "./request-plane/codec.js";
 export type { TransportAddress } from "./request-plane/request-plane.js";
+export type { TcpTls, TcpTlsOptions } from "./request-plane/tcp-tls.js";
 export {
   DistributedRuntime,
   type RuntimeState,
