@@ -18,7 +18,8 @@
  * The standard load is chosen from aggregated runs alone, before any split
  * runs: the highest arrival rate at which aggregated serving still keeps up
  * (its TTFT p90 within the 1 s TTFT SLO; beyond it queues grow without
- * bound), found on a fixed ladder and then bisected to 0.25 req/s. That is
+ * bound), found on a fixed ladder and then bisected to 0.25 req/s (1 req/s
+ * with --quick, whose runs are also shorter). That is
  * aggregated serving at the edge of its capacity: stressed, not collapsed.
  * The benchmark then runs all three variants at 0.5x, 1x and 1.5x that load.
  * Reported per variant: TTFT p50/p90, ITL p50/p99, output throughput,
@@ -27,11 +28,15 @@
  * (a --quick run: bench/results/quick/disagg.json).
  */
 
+import { writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { DEFAULT_KV_BYTES_PER_TOKEN, DEFAULT_KV_TRANSFER_GBPS, DEFAULT_TIMING_MODEL } from "@tdist/engine-mocker";
 import { DEFAULT_DISAGGREGATION } from "@tdist/llm";
-import { type BenchResult, result, writeReport } from "../lib/results.js";
+import { type BenchResult, result, resultsDirectory, writeReport } from "../lib/results.js";
 import { percentile } from "../lib/stats.js";
+import { barChartSvg, type ChartPanel } from "../routing/svg-bar-chart.js";
 import { type ClusterOptions, type SimulationResult, simulate, type Topology } from "./simulation.js";
 import { type LongPromptWorkloadOptions, longPromptWorkload } from "./workload.js";
 
@@ -50,7 +55,7 @@ const SLO = { ttftMs: 1_000, itlMs: 50 };
 /** Total arrival rates (requests/s) tried, in order, to find the standard load. */
 const CALIBRATION_LADDER = [2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 24, 28, 32, 40];
 /** Bisection steps between the last ladder rate that keeps up and the first that does not. */
-const CALIBRATION_BISECTIONS = 4;
+const CALIBRATION_BISECTIONS = quick ? 2 : 4;
 const LOAD_FACTORS = [0.5, 1, 1.5];
 
 /**
@@ -81,7 +86,7 @@ const workloadBase: Omit<LongPromptWorkloadOptions, "ratePerS" | "durationS"> = 
   sharedFraction: 0.5,
   seed: SEED,
 };
-const DURATION_S = quick ? 30 : 120;
+const DURATION_S = quick ? 20 : 120;
 
 interface Summary {
   variant: string;
@@ -324,3 +329,35 @@ writeReport(
   results(),
   { quick },
 );
+
+// The committed chart shows the full run; a quick run's goes beside its scratch results.
+const panel = (
+  title: string,
+  unit: string,
+  better: ChartPanel["better"],
+  factor: number,
+  pick: (s: Summary) => number,
+) => ({
+  title,
+  unit,
+  better,
+  bars: (byLoad.get(factor) as Summary[]).map((s) => ({ label: s.variant, value: pick(s) })),
+});
+const chartDir = quick
+  ? resultsDirectory({ quick })
+  : join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "docs");
+const chartFile = join(chartDir, "disagg.svg");
+writeFileSync(
+  chartFile,
+  barChartSvg(
+    "Aggregated vs disaggregated serving, long prompts",
+    `4 mocker workers, simulated time; ISL 3000, OSL 150; standard load ${standardRate} req/s; SLO TTFT <= 1 s, mean ITL <= 50 ms${quick ? " (--quick)" : ""}`,
+    [
+      ...LOAD_FACTORS.map((f) => panel(`Goodput at ${f}x load`, "req/s", "higher", f, (s) => s.goodput)),
+      panel("ITL p99 at 0.5x load", "ms", "lower", 0.5, (s) => s.itlP99),
+      panel("ITL p99 at 1x load", "ms", "lower", 1, (s) => s.itlP99),
+      panel("TTFT p90 at 1x load", "ms", "lower", 1, (s) => s.ttftP90),
+    ],
+  ),
+);
+console.log(`wrote ${chartFile}`);
