@@ -189,6 +189,11 @@ function resyncRequester(
   };
 }
 
+function malformedEventCounter(metrics: RouterMetrics, modelName: string | undefined): () => void {
+  const labels = { model: modelName ?? "unknown" };
+  return () => metrics.kvMalformedEvents.inc(labels);
+}
+
 async function createKvRouter(
   mode: "kv" | "kv-approx",
   options: RouterPolicyOptions,
@@ -222,6 +227,7 @@ async function createKvRouter(
         blockSize: options.blockSize,
         logger,
         onResync: resyncRequester(plane, requireOption(mode, "namespace", options.namespace), logger, common),
+        ...(common.metrics ? { onMalformedEvent: malformedEventCounter(common.metrics, common.modelName) } : {}),
         ...(options.clock ? { clock: options.clock } : {}),
         ...(options.kv?.maxBlocks === undefined ? {} : { maxBlocks: options.kv.maxBlocks }),
         ...(options.kv?.pruneTargetRatio === undefined ? {} : { pruneTargetRatio: options.kv.pruneTargetRatio }),

@@ -30,7 +30,12 @@ export interface JetStreamKvEventLogOptions {
 /** One event read back from the stream with its stream sequence. */
 export interface SequencedKvEvent {
   sequence: number;
-  event: KvCacheEvent;
+  /**
+   * The message as decoded: a {@link KvCacheEvent} when a worker published
+   * it, but anything can be published on the subject, so the consumer
+   * checks it (`KvIndexer.applyEvent` does); undefined when it was not JSON.
+   */
+  event: unknown;
 }
 
 /** The stream name for a component's KV events: `TDIST_KV_{namespace}_{component}`. */
@@ -111,8 +116,9 @@ export class JetStreamKvEventLog {
 
   /**
    * Events from `fromSequence` (default: the oldest kept) onwards, then live
-   * ones as they are stored, until `signal` aborts. Malformed messages are
-   * skipped. The consumer is ordered and ephemeral: the server forgets it
+   * ones as they are stored, until `signal` aborts. Every message is yielded,
+   * malformed ones too (the indexer counts and skips them), so the sequence
+   * always advances past them. The consumer is ordered and ephemeral: the server forgets it
    * when this iteration ends.
    */
   async *events(options: { fromSequence?: number; signal: AbortSignal }): AsyncGenerator<SequencedKvEvent> {
@@ -134,12 +140,11 @@ export class JetStreamKvEventLog {
     try {
       if (signal.aborted) return;
       for await (const message of messages) {
-        let event: KvCacheEvent;
+        let event: unknown;
         try {
-          event = message.json<KvCacheEvent>();
-        } catch (err) {
-          this.logger.warn({ err, sequence: message.seq }, "skipping a KV event that is not JSON");
-          continue;
+          event = message.json<unknown>();
+        } catch {
+          event = undefined;
         }
         yield { sequence: message.seq, event };
         if (signal.aborted) return;

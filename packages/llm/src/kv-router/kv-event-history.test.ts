@@ -10,7 +10,10 @@ function stored(eventId: number, blocks: number): KvCacheEvent {
     data: {
       type: "stored",
       parentHash: null,
-      blocks: Array.from({ length: blocks }, (_, i) => ({ blockHash: `${eventId}-${i}`, tokensHash: `${i}` })),
+      blocks: Array.from({ length: blocks }, (_, i) => ({
+        blockHash: (eventId * 1000 + i + 1).toString(16),
+        tokensHash: (i + 1).toString(16),
+      })),
     },
   };
 }
@@ -42,6 +45,20 @@ describe("kv-event-history", () => {
     // 16 blocks published, at most 10 kept: the two newest events.
     expect(byBlocks.events().map((e) => e.eventId)).toEqual([2, 3]);
     await byBlocks.close();
+  });
+
+  it("kv-event-history - malformed events are not kept, so a replay does not meet them again", async () => {
+    const bus = new MemoryEventBus();
+    const subject = kvEventsSubject("hist", "backend");
+    const history = MemoryKvEventHistory.forBus(bus, subject);
+    await using plane = new MemoryEventPlane({ bus });
+    await plane.publish(subject, stored(0, 1));
+    await plane.publish(subject, { workerId: "w1", eventId: 1, data: { type: "stored", parentHash: null, blocks: 5 } });
+    await plane.publish(subject, "not an event");
+    await plane.publish(subject, stored(1, 1));
+    await eventually(() => history.events().at(-1)?.eventId === 1);
+    expect(history.events().map((e) => e.eventId)).toEqual([0, 1]);
+    await history.close();
   });
 
   it("kv-event-history - the subject without a component covers every component of the namespace", () => {

@@ -7,6 +7,7 @@ import {
   TdistError,
   validateName,
 } from "@tdist/runtime";
+import { kvEventProblem } from "../kv/kv-event-validation.js";
 import { KV_EVENTS_TOPIC, type KvCacheEvent } from "../kv/kv-events.js";
 
 /**
@@ -61,7 +62,8 @@ export class MemoryKvEventHistory {
     const subscription = this.plane.subscribe<KvCacheEvent>(subject);
     this.subscription = subscription;
     this.loop = (async () => {
-      for await (const { payload } of subscription) this.push(payload);
+      // Malformed events are not kept: the live routers already counted them, and a replay would only count them again.
+      for await (const { payload } of subscription) if (kvEventProblem(payload) === undefined) this.push(payload);
     })();
   }
 

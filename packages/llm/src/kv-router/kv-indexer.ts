@@ -1,7 +1,9 @@
 import { type Logger, silentLogger, TdistError } from "@tdist/runtime";
 import { computeBlockHashes } from "../kv/block-hash.js";
+import { kvEventProblem } from "../kv/kv-event-validation.js";
 import type { KvCacheEvent, KvCacheEventData } from "../kv/kv-events.js";
 import { checkBlockSize } from "./llm-router.js";
+import { MalformedEventWarnings } from "./malformed-event-warnings.js";
 import { RadixTree, type RadixTreeOptions, type RadixTreeSnapshot, type RadixTreeStats } from "./radix-tree.js";
 import { type RouterClock, systemRouterClock } from "./router-clock.js";
 
@@ -15,6 +17,10 @@ export interface KvIndexerOptions extends RadixTreeOptions {
    * followed by `stored` events for what it holds) can be asked to here.
    */
   onResync?: (workerId: string, gap: { expectedEventId: number; receivedEventId: number }) => void;
+  /** Called for each event that is not a KV event (it is skipped), e.g. to count it in the router metrics. */
+  onMalformedEvent?: (problem: string) => void;
+  /** Malformed events are logged at most once per worker per this interval, with the count. Default 1 000 ms. */
+  malformedWarningIntervalMs?: number;
   logger?: Logger;
 }
 
@@ -65,33 +71,6 @@ export interface KvIndexerSnapshot {
   streamSequence?: number;
 }
 
-function isKvEvent(value: unknown): value is KvCacheEvent {
-  const event = value as Partial<KvCacheEvent> | null;
-  if (typeof event !== "object" || event === null) return false;
-  if (typeof event.workerId !== "string" || event.workerId.length === 0) return false;
-  if (!Number.isInteger(event.eventId) || (event.eventId as number) < 0) return false;
-  const data = event.data as Partial<KvCacheEventData> | undefined;
-  switch (data?.type) {
-    case "stored": {
-      if (data.parentHash !== null && typeof data.parentHash !== "string") return false;
-      const blocks = data.blocks;
-      if (!Array.isArray(blocks)) return false;
-      for (let i = 0; i < blocks.length; i++) if (typeof blocks[i]?.blockHash !== "string") return false;
-      return true;
-    }
-    case "removed": {
-      const hashes = data.blockHashes;
-      if (!Array.isArray(hashes)) return false;
-      for (let i = 0; i < hashes.length; i++) if (typeof hashes[i] !== "string") return false;
-      return true;
-    }
-    case "cleared":
-      return true;
-    default:
-      return false;
-  }
-}
-
 /**
  * The KV indexer: applies workers' KV events to a {@link RadixTree} and
  * answers "how many leading blocks of this prompt does each worker hold".
@@ -124,6 +103,8 @@ export class KvIndexer {
   private readonly clock: RouterClock;
   private readonly sync = new Map<string, KvWorkerSyncState>();
   private readonly onResync: KvIndexerOptions["onResync"];
+  private readonly onMalformedEvent: KvIndexerOptions["onMalformedEvent"];
+  private readonly malformedWarnings: MalformedEventWarnings;
   private readonly logger: Logger;
   private applied = 0;
   private duplicates = 0;
@@ -138,7 +119,12 @@ export class KvIndexer {
     this.tree = new RadixTree(options);
     this.clock = options.clock ?? systemRouterClock;
     this.onResync = options.onResync;
+    this.onMalformedEvent = options.onMalformedEvent;
     this.logger = options.logger ?? silentLogger;
+    const clock = this.clock;
+    this.malformedWarnings = new MalformedEventWarnings(this.logger, options.malformedWarningIntervalMs ?? 1_000, () =>
+      clock.now(),
+    );
   }
 
   /**
@@ -171,12 +157,18 @@ export class KvIndexer {
     };
   }
 
-  applyEvent(event: KvCacheEvent): KvEventOutcome {
-    if (!isKvEvent(event)) {
-      this.invalid++;
-      if (this.invalid === 1) this.logger.warn({ event }, "ignoring a malformed KV event");
+  /**
+   * Applies one event as it came off the event plane. Anything that is not
+   * a KV event is skipped ("invalid"): counted, passed to
+   * `onMalformedEvent`, and logged at most once per worker per interval.
+   */
+  applyEvent(value: unknown): KvEventOutcome {
+    const problem = kvEventProblem(value);
+    if (problem !== undefined) {
+      this.rejectEvent(value, problem);
       return "invalid";
     }
+    const event = value as KvCacheEvent;
     const state = this.state(event.workerId);
     const last = state.lastEventId;
     let outcome: KvEventOutcome = "applied";
@@ -225,10 +217,10 @@ export class KvIndexer {
    * history, a JetStream consumer) until it ends. Accepts raw events or
    * event plane messages.
    */
-  async follow(source: AsyncIterable<KvCacheEvent | { payload: KvCacheEvent }>): Promise<void> {
+  async follow(source: AsyncIterable<KvCacheEvent | { payload: unknown }>): Promise<void> {
     for await (const item of source) {
-      const event = (item as { payload?: KvCacheEvent }).payload ?? (item as KvCacheEvent);
-      this.applyEvent(event);
+      const isMessage = typeof item === "object" && item !== null && "payload" in item;
+      this.applyEvent(isMessage ? (item as { payload: unknown }).payload : item);
     }
   }
 
@@ -260,6 +252,21 @@ export class KvIndexer {
       this.sync.set(workerId, { lastEventId, gaps: 0, resyncing: false, kvBlockSize: undefined });
     }
     this.streamSequence = snapshot.streamSequence;
+  }
+
+  private rejectEvent(value: unknown, problem: string): void {
+    this.invalid++;
+    const workerId = (value as { workerId?: unknown } | null)?.workerId;
+    // The payload itself is never logged: it may be megabytes, and whoever published it chose its contents.
+    this.malformedWarnings.report(
+      typeof workerId === "string" && workerId.length > 0 && workerId.length <= 256 ? workerId : undefined,
+      problem,
+    );
+    try {
+      this.onMalformedEvent?.(problem);
+    } catch (err) {
+      this.logger.warn({ err }, "onMalformedEvent callback failed");
+    }
   }
 
   private state(workerId: string): KvWorkerSyncState {

@@ -1,4 +1,5 @@
 import { type EventPlane, eventSubject, type Logger, silentLogger } from "@tdist/runtime";
+import { MAX_BLOCKS_PER_KV_EVENT } from "../kv/kv-event-validation.js";
 
 /** Topic (under the workers' component) on which router replicas share active-sequence changes. */
 export const ROUTER_ACTIVE_SEQUENCES_TOPIC = "kv-router-active";
@@ -22,8 +23,18 @@ function isActiveSequenceEvent(value: unknown): value is ActiveSequenceEvent {
   if (typeof event.routerId !== "string" || typeof event.requestId !== "string") return false;
   if (event.type === "prefill_done" || event.type === "free") return true;
   if (event.type !== "add") return false;
-  const add = event as Partial<Extract<ActiveSequenceEvent, { type: "add" }>>;
-  return typeof add.workerId === "string" && Array.isArray(add.blockHashes) && typeof add.prefillTokens === "number";
+  const add = event as Partial<Record<string, unknown>>;
+  // A NaN or negative load would make every later cost comparison false and skew routing for good.
+  if (typeof add.prefillTokens !== "number" || !Number.isFinite(add.prefillTokens) || add.prefillTokens < 0) {
+    return false;
+  }
+  const hashes = add.blockHashes;
+  return (
+    typeof add.workerId === "string" &&
+    Array.isArray(hashes) &&
+    hashes.length <= MAX_BLOCKS_PER_KV_EVENT &&
+    hashes.every((hash) => typeof hash === "string")
+  );
 }
 
 /**
@@ -66,7 +77,12 @@ export class ReplicaSync {
     const done = (async () => {
       for await (const { payload } of subscription) {
         if (!isActiveSequenceEvent(payload) || payload.routerId === this.routerId) continue;
-        onEvent(payload);
+        try {
+          onEvent(payload);
+        } catch (err) {
+          // One replica's odd event must not end the sync: later ones still apply.
+          this.logger.warn({ err, subject: this.subject }, "cannot apply a router replica event");
+        }
       }
     })().catch((err: unknown) => this.logger.warn({ err, subject: this.subject }, "router replica sync failed"));
     return { done };

@@ -18,6 +18,8 @@ export interface PredictedLoadSource {
  * - `{prefix}_decision_seconds{model,policy}`: time to decide (histogram)
  * - `{prefix}_kv_event_gaps_total{model}`: gaps in a worker's KV event ids
  *   (events lost; the worker was asked to resync)
+ * - `{prefix}_kv_malformed_events_total{model}`: messages on the KV event
+ *   subject that were not KV events (skipped; logged at most once per worker a second)
  * - `{prefix}_worker_predicted_prefill_tokens{model,worker}` and
  *   `{prefix}_worker_predicted_decode_blocks{model,worker}`: read from the routers at scrape time
  *
@@ -34,6 +36,7 @@ export class RouterMetrics {
   readonly overlapBlocksPerRequest: Histogram<"model">;
   readonly decisionSeconds: Histogram<"model" | "policy">;
   readonly kvEventGaps: Counter<"model">;
+  readonly kvMalformedEvents: Counter<"model">;
   readonly predictedPrefillTokens: Gauge<"model" | "worker">;
   readonly predictedDecodeBlocks: Gauge<"model" | "worker">;
   private readonly sources = new Set<PredictedLoadSource>();
@@ -82,6 +85,12 @@ export class RouterMetrics {
     this.kvEventGaps = new Counter({
       name: `${prefix}_kv_event_gaps_total`,
       help: "Gaps in a worker's KV event ids: events were lost and the worker was asked to resync",
+      labelNames: ["model"],
+      registers,
+    });
+    this.kvMalformedEvents = new Counter({
+      name: `${prefix}_kv_malformed_events_total`,
+      help: "Messages on the KV event subject that were not KV events (not JSON, wrong types, bad hashes): skipped",
       labelNames: ["model"],
       registers,
     });

@@ -14,19 +14,23 @@ export function loadMetricsSubject(namespace: string, component?: string): strin
   return `${EVENT_SUBJECT_ROOT}.${validateName("namespace", namespace)}.*.${LOAD_METRICS_TOPIC}`;
 }
 
+const LOAD_FIELDS = [
+  "activeSequences",
+  "waitingSequences",
+  "activeKvBlocks",
+  "totalKvBlocks",
+  "kvUsage",
+  "prefillTokensQueued",
+] as const;
+
 function isLoadMetrics(value: unknown): value is WorkerLoadMetrics {
-  const m = value as Partial<WorkerLoadMetrics> | null;
-  return (
-    typeof m === "object" &&
-    m !== null &&
-    typeof m.workerId === "string" &&
-    typeof m.activeSequences === "number" &&
-    typeof m.waitingSequences === "number" &&
-    typeof m.activeKvBlocks === "number" &&
-    typeof m.totalKvBlocks === "number" &&
-    typeof m.kvUsage === "number" &&
-    typeof m.prefillTokensQueued === "number"
-  );
+  const m = value as Partial<Record<string, unknown>> | null;
+  if (typeof m !== "object" || m === null || typeof m.workerId !== "string") return false;
+  // JSON carries 1e999 as Infinity; it and negatives would poison the busy check and the capacity.
+  return LOAD_FIELDS.every((field) => {
+    const n = m[field];
+    return typeof n === "number" && Number.isFinite(n) && n >= 0;
+  });
 }
 
 /**
