@@ -1,5 +1,6 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import { DisaggregationMetrics } from "../disagg/disagg-metrics.js";
+import { MigrationMetrics } from "./migration-metrics.js";
 
 /**
  * The frontend's Prometheus metrics, named after Dynamo's `dynamo_frontend_*`
@@ -18,8 +19,12 @@ export class FrontendMetrics {
   readonly outputTokens: Counter<"model">;
   readonly cachedTokens: Counter<"model">;
   readonly disconnects: Counter<"model">;
+  /** Requests refused before any model ran: `unauthorized` (no or a wrong API key), `concurrency_limit` (429). */
+  readonly rejectedRequests: Counter<"reason">;
   /** The prefill router's decisions, transfers and per-worker prefill queues. */
   readonly disaggregation: DisaggregationMetrics;
+  /** Requests moved to another worker when theirs failed. */
+  readonly migration: MigrationMetrics;
 
   constructor(prefix = "dynamo_frontend") {
     const registers = [this.registry];
@@ -96,6 +101,13 @@ export class FrontendMetrics {
       labelNames: ["model"],
       registers,
     });
+    this.rejectedRequests = new Counter({
+      name: `${prefix}_rejected_requests_total`,
+      help: "Requests refused before reaching a model, by reason (unauthorized, concurrency_limit)",
+      labelNames: ["reason"],
+      registers,
+    });
     this.disaggregation = new DisaggregationMetrics(this.registry, prefix);
+    this.migration = new MigrationMetrics(this.registry, prefix);
   }
 }

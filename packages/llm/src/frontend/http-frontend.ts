@@ -4,14 +4,24 @@ import { type DistributedRuntime, type Logger, type RouterMode, type RouterPolic
 import Fastify, { type FastifyError, type FastifyInstance } from "fastify";
 import { type DisaggregationOptions, resolveDisaggregationOptions } from "../disagg/disagg-policy.js";
 import type { LlmRouterMode } from "../kv-router/create-router-policy.js";
+import { ApiKeyAuth } from "./api-key-auth.js";
+import { ConcurrencyLimit } from "./concurrency-limit.js";
 import { FrontendMetrics } from "./frontend-metrics.js";
+import {
+  answerClientError,
+  createFrontendServer,
+  type FrontendTls,
+  type HttpServerLimitOptions,
+  resolveHttpServerLimits,
+} from "./http-server-limits.js";
 import { InflightRequests } from "./inflight-requests.js";
 import { type KvRouterKnobs, ModelManager, type PipelineFactory } from "./model-manager.js";
 import type { ModelPipeline } from "./model-pipeline.js";
 import { HttpError, logHttpError, toHttpError } from "./openai-errors.js";
 import { registerOpenAIRoutes, SHUTTING_DOWN } from "./openai-routes.js";
+import { installRequestGates } from "./request-gates.js";
 
-export interface HttpFrontendOptions {
+export interface HttpFrontendOptions extends HttpServerLimitOptions {
   runtime: DistributedRuntime;
   createPipeline: PipelineFactory<ModelPipeline>;
   host?: string;
@@ -37,6 +47,8 @@ export interface HttpFrontendOptions {
   bodyLimitBytes?: number;
   logger?: Logger;
   metricsPrefix?: string;
+  /** Migrations per request when its worker fails (overrides the model cards' `migrationLimit`; 0: none). */
+  migrationLimit?: number;
   /**
    * Browser origins allowed to call the API (CORS), e.g. `["https://app.example.com"]`, or
    * `["*"]` for any. Default none: no CORS headers, so browsers on other origins are refused.
@@ -44,6 +56,28 @@ export interface HttpFrontendOptions {
   corsOrigins?: readonly string[];
   /** Serves `GET /status` with what this returns (the CLI: its runtime's discovery view); default no route. */
   status?: () => Promise<unknown>;
+  /**
+   * API keys, any one of which a client must send as `Authorization: Bearer
+   * KEY` (what OpenAI clients send); others get 401 `invalid_api_key`.
+   * `/health` and `/live` stay open; `/status` (it shows the topology) does
+   * not. Default none: no key needed.
+   */
+  apiKeys?: readonly string[];
+  /**
+   * With `apiKeys`: whether `/metrics` needs a key too. Default false, as in
+   * Dynamo and vLLM: Prometheus scrapers are usually set up without one, and
+   * the metrics hold counts, never request content.
+   */
+  metricsAuth?: boolean;
+  /** Serve HTTPS with this certificate and key (PEM contents); `url` becomes `https://`. */
+  tls?: FrontendTls;
+  /**
+   * Requests (POSTs: the ones that run a model) served at once; more get
+   * 429 `too_many_requests` with `Retry-After`, counted in
+   * `dynamo_frontend_rejected_requests_total{reason="concurrency_limit"}`.
+   * Default no cap.
+   */
+  maxConcurrentRequests?: number;
 }
 
 /** How long `close()` lets in-flight requests run before cancelling them. */
@@ -73,11 +107,19 @@ export class HttpFrontend {
     private readonly shutdown: AbortController,
     private readonly inflight: InflightRequests,
     private readonly draining: { value: boolean },
+    /** Whether clients must send an API key (`apiKeys` was given). */
+    readonly requiresApiKey: boolean,
   ) {}
 
   static async start(options: HttpFrontendOptions): Promise<HttpFrontend> {
     const logger = options.logger ?? silentLogger;
     const disaggregation = resolveDisaggregationOptions(options.disaggregation);
+    // Every option is checked before anything starts watching discovery.
+    const limits = resolveHttpServerLimits(options);
+    const auth = options.apiKeys === undefined ? undefined : new ApiKeyAuth(options.apiKeys);
+    const limit =
+      options.maxConcurrentRequests === undefined ? undefined : new ConcurrencyLimit(options.maxConcurrentRequests);
+    const tls = options.tls;
     const metrics = new FrontendMetrics(options.metricsPrefix);
     const models = new ModelManager<ModelPipeline>(options.runtime, {
       createPipeline: options.createPipeline,
@@ -91,11 +133,20 @@ export class HttpFrontend {
     });
     await models.start();
     const bodyLimit = options.bodyLimitBytes ?? 16 * 1024 * 1024;
-    const app = Fastify({
-      bodyLimit,
-      logger: false,
-      ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
-    });
+    let app: FastifyInstance;
+    try {
+      app = Fastify({
+        bodyLimit,
+        logger: false,
+        serverFactory: (handler) => createFrontendServer(limits, tls, handler),
+        clientErrorHandler: answerClientError,
+        ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
+      });
+    } catch (err) {
+      // A certificate that cannot be used must not leave the model watch running.
+      await models.close();
+      throw err;
+    }
     const corsOrigins = options.corsOrigins ?? [];
     if (corsOrigins.length > 0) {
       await app.register(cors, { origin: corsOrigins.includes("*") ? "*" : [...corsOrigins] });
@@ -105,6 +156,13 @@ export class HttpFrontend {
     app.addHook("onRequest", async (request, reply) => {
       if (!draining.value || ANSWERED_WHILE_DRAINING.has(request.url)) return;
       await reply.status(503).header("connection", "close").send(SHUTTING_DOWN.body());
+    });
+    installRequestGates(app, {
+      ...(auth ? { auth } : {}),
+      ...(limit ? { limit } : {}),
+      metricsAuth: options.metricsAuth ?? false,
+      metrics,
+      logger,
     });
     app.setErrorHandler((error: FastifyError, request, reply) => {
       const httpError = fromFastifyError(error, bodyLimit);
@@ -123,7 +181,15 @@ export class HttpFrontend {
     });
     const shutdown = new AbortController();
     const inflight = new InflightRequests();
-    registerOpenAIRoutes(app, { models, metrics, shutdown: shutdown.signal, inflight, logger });
+    registerOpenAIRoutes(app, {
+      models,
+      metrics,
+      shutdown: shutdown.signal,
+      inflight,
+      logger,
+      migrationLimit: options.migrationLimit,
+      migrationMetrics: metrics.migration,
+    });
     app.get("/live", async () => ({ status: "live" }));
     app.get("/health", async (_request, reply) => {
       const health = healthOf(models);
@@ -145,7 +211,18 @@ export class HttpFrontend {
     }
     const { port } = app.server.address() as AddressInfo;
     const shownHost = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host;
-    return new HttpFrontend(app, models, metrics, `http://${shownHost}:${port}`, port, shutdown, inflight, draining);
+    const scheme = tls === undefined ? "http" : "https";
+    return new HttpFrontend(
+      app,
+      models,
+      metrics,
+      `${scheme}://${shownHost}:${port}`,
+      port,
+      shutdown,
+      inflight,
+      draining,
+      auth !== undefined,
+    );
   }
 
   /**
