@@ -1,5 +1,6 @@
 import { Context } from "../context.js";
 import type { Discovery, PrefixWatch } from "../discovery/discovery.js";
+import type { ErrorCategory } from "../errors/error-codes.js";
 import { TdistError } from "../errors/tdist-error.js";
 import type { ResponseStream } from "../handler.js";
 import type { Logger } from "../logger.js";
@@ -7,7 +8,7 @@ import { LocalResponseStream } from "../request-plane/local-response-stream.js";
 import type { RequestPlaneClient, ServedHandler, TransportAddress } from "../request-plane/request-plane.js";
 import { delay, withTimeout } from "../util/abort.js";
 import { FailedResponseStream } from "./failed-response-stream.js";
-import { type Instance, instanceKeyPrefix, parseInstanceRecord } from "./instance.js";
+import { type Instance, instanceKeyPrefix, readInstanceRecord } from "./instance.js";
 import type { Route } from "./route.js";
 import { RoutedResponseStream } from "./routed-response-stream.js";
 import { NO_EXCLUSIONS, type PickContext, type RouterMode, type RouterPolicy, routerForMode } from "./router-policy.js";
@@ -15,8 +16,19 @@ import { NO_EXCLUSIONS, type PickContext, type RouterMode, type RouterPolicy, ro
 export interface ClientOptions {
   /** Default routing for `generate`; round-robin unless given. */
   router?: RouterPolicy | RouterMode;
-  /** How long an instance whose connection dropped stays out of routing unless discovery re-announces it. */
-  downInstanceMs?: number;
+  /**
+   * How long an instance that failed a request (cannot be reached, dropped
+   * its stream or connection, timed out, is draining) stays out of routing,
+   * unless discovery drops or re-announces it first. Default 5000; runtimes
+   * pass `TDIST_INHIBIT_MS`.
+   */
+  inhibitMs?: number;
+  /**
+   * Called once per malformed instance record the watch skips (after its
+   * warning), so a process that keeps metrics can count them; the runtime
+   * itself has no metrics registry.
+   */
+  onMalformedRecord?: (key: string, problem: string) => void;
 }
 
 export interface GenerateOptions {
@@ -68,7 +80,9 @@ export class Client<Req = unknown, Resp = unknown> {
   private readonly inFlightCounts = new Map<string, number>();
   private readonly changeWaiters = new Set<() => void>();
   private readonly defaultRouter: RouterPolicy;
-  private readonly downInstanceMs: number;
+  private readonly inhibitMs: number;
+  private readonly onMalformedRecord: ((key: string, problem: string) => void) | undefined;
+  private malformed = 0;
   private readonly closeController = new AbortController();
   private readonly unsubscribeDisconnect: () => void;
   private watchLoop: Promise<void> | undefined;
@@ -82,8 +96,9 @@ export class Client<Req = unknown, Resp = unknown> {
     options: ClientOptions,
   ) {
     this.defaultRouter = resolveRouter(options.router ?? "round-robin");
-    this.downInstanceMs = options.downInstanceMs ?? 3_000;
-    this.unsubscribeDisconnect = host.requestPlane.onDisconnect((address) => this.markDown(address));
+    this.inhibitMs = options.inhibitMs ?? DEFAULT_INHIBIT_MS;
+    this.onMalformedRecord = options.onMalformedRecord;
+    this.unsubscribeDisconnect = host.requestPlane.onDisconnect((address) => this.inhibitAddress(address));
   }
 
   /** @internal Use `endpoint.client()`. */
@@ -109,12 +124,29 @@ export class Client<Req = unknown, Resp = unknown> {
     return instanceKeyPrefix(this.namespace, this.component, this.endpoint);
   }
 
-  /** Live instances, sorted by id, excluding ones whose connection just dropped. */
+  /** Live instances, sorted by id, excluding inhibited ones (see {@link inhibit}). */
   instances(): Instance[] {
     if (this.downUntil.size === 0) return this.sorted;
     const now = Date.now();
     for (const [id, until] of this.downUntil) if (until <= now) this.downUntil.delete(id);
     return this.sorted.filter((instance) => !this.downUntil.has(instance.instanceId));
+  }
+
+  /** Malformed instance records the watch has skipped so far. */
+  get malformedRecords(): number {
+    return this.malformed;
+  }
+
+  /**
+   * Keeps `instanceId` out of routing for the client's `inhibitMs` (or until
+   * discovery drops or re-announces it). `generate` does this itself when a
+   * stream fails for a reason that says the instance is unwell; callers do
+   * it for failures only they can read (an engine reporting its own crash).
+   */
+  inhibit(instanceId: string): void {
+    if (this.inhibitMs === 0 || !this.byId.has(instanceId)) return;
+    this.downUntil.set(instanceId, Date.now() + this.inhibitMs);
+    this.notify();
   }
 
   /** Streams this client has open per instance. */
@@ -201,11 +233,12 @@ export class Client<Req = unknown, Resp = unknown> {
     this.inFlightCounts.set(instanceId, this.inFlightOf(instanceId) + 1);
     const routed = new RoutedResponseStream<Resp>(
       route,
-      () => {
+      (outcome) => {
         cleanup();
         const remaining = this.inFlightOf(instanceId) - 1;
         if (remaining > 0) this.inFlightCounts.set(instanceId, remaining);
         else this.inFlightCounts.delete(instanceId);
+        if (outcome.status === "failed" && INHIBITING.has(outcome.error.category)) this.inhibit(instanceId);
       },
       this.host.logger,
     );
@@ -274,12 +307,23 @@ export class Client<Req = unknown, Resp = unknown> {
   }
 
   private applyPut(key: string, value: string, rebuild: boolean): void {
-    const record = parseInstanceRecord(value);
-    if (record === undefined) {
-      this.host.logger.warn({ key }, "ignoring malformed instance record");
+    const id = key.slice(this.prefix.length);
+    const reading = INSTANCE_ID.test(id) ? readInstanceRecord(value) : { problem: "instance id in the key" };
+    if ("problem" in reading) {
+      // The previous record under the key, if any, stays: a garbled write is no reason to drop a live instance.
+      this.malformed++;
+      this.host.logger.warn(
+        { key: key.slice(0, MAX_LOGGED_KEY), endpoint: this.path, problem: reading.problem },
+        "ignoring malformed instance record",
+      );
+      try {
+        this.onMalformedRecord?.(key, reading.problem);
+      } catch (err) {
+        this.host.logger.warn({ err, endpoint: this.path }, "onMalformedRecord callback failed");
+      }
       return;
     }
-    const id = key.slice(this.prefix.length);
+    const record = reading.record;
     this.downUntil.delete(id);
     const previous = this.byId.get(id);
     this.byId.set(id, {
@@ -300,8 +344,9 @@ export class Client<Req = unknown, Resp = unknown> {
     if (this.byId.delete(id)) this.rebuild();
   }
 
-  private markDown(address: TransportAddress): void {
-    const until = Date.now() + this.downInstanceMs;
+  private inhibitAddress(address: TransportAddress): void {
+    if (this.inhibitMs === 0) return;
+    const until = Date.now() + this.inhibitMs;
     let changed = false;
     for (const instance of this.sorted) {
       if (sameAddress(instance.transport, address)) {
@@ -327,6 +372,19 @@ export class Client<Req = unknown, Resp = unknown> {
     for (const waiter of [...this.changeWaiters]) waiter();
   }
 }
+
+/** Instance ids are lease ids in hex; anything else under the prefix was not written by a runtime. */
+const INSTANCE_ID = /^[0-9a-f]{1,16}$/;
+const MAX_LOGGED_KEY = 256;
+
+const DEFAULT_INHIBIT_MS = 5_000;
+
+/**
+ * Failures that say the instance, not the request, is the problem: the next
+ * request should go elsewhere. A caller's cancellation and a handler's
+ * verdict on the request do not count.
+ */
+const INHIBITING: ReadonlySet<ErrorCategory> = new Set(["cannot_connect", "disconnected", "timeout", "shutting_down"]);
 
 function resolveRouter(router: RouterPolicy | RouterMode): RouterPolicy {
   return typeof router === "string" ? routerForMode(router) : router;
