@@ -591,7 +591,12 @@ export class LlamaCppEngine {
       }
       if (ctx.isKilled) return;
       if (child.exited) {
-        yield { tokenIds: [], finishReason: "error", error: "llama.cpp child process exited" };
+        yield {
+          tokenIds: [],
+          finishReason: "error",
+          error: "llama.cpp child process exited",
+          errorCode: "engine_crashed",
+        };
         return;
       }
       child.requests.set(id, stream);
@@ -1065,8 +1070,10 @@ export class LlamaCppEngine {
       if (held > 0) void events.sink.publish(cleared);
       this.#publishLoad({ activeSequences: 0, waitingSequences: 0, activeKvBlocks: 0, prefillTokensQueued: 0 });
     }
+    // Typed, so a frontend migrates these requests: the child died, not the requests.
+    const errorCode = child.closing || this.#state === "closed" ? "engine_shutting_down" : "engine_crashed";
     for (const stream of child.requests.values()) {
-      stream.push({ tokenIds: [], finishReason: "error", error: reason });
+      stream.push({ tokenIds: [], finishReason: "error", error: reason, errorCode });
     }
     child.requests.clear();
     for (const call of child.calls.values()) call.reject(new TdistError("internal", reason));

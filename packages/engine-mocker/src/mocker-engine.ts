@@ -378,10 +378,16 @@ export class MockerEngine {
     }
     this.loop = this.runLoop().catch((err: unknown) => {
       this.options.logger.error({ err, workerId: this.options.workerId }, "mocker step loop failed");
-      const error = TdistError.wrap(err, "internal", "mocker step loop failed");
+      // In-band and typed: the engine failed, not the requests, so a frontend moves them to another worker.
       for (const sequence of [...this.running, ...this.waiting]) {
         this.remove(sequence);
-        sequence.outputs.end(error);
+        sequence.outputs.push({
+          tokenIds: [],
+          finishReason: "error",
+          error: "the mocker engine's step loop failed",
+          errorCode: "engine_crashed",
+        });
+        sequence.outputs.end();
       }
       this.loop = undefined;
     });

@@ -164,7 +164,7 @@ export {
   WORKER_ROLES,
   type WorkerRole,
 } from "./protocol/disaggregation.js";
-export type { EngineOutput, FinishReason, TokenLogprob } from "./protocol/engine-output.js";
+export type { EngineErrorCode, EngineOutput, FinishReason, TokenLogprob } from "./protocol/engine-output.js";
 export { LOGIT_BIAS_LIMIT, parseLogitBias } from "./protocol/logit-bias.js";
 export type * from "./protocol/openai.js";
 export type {

@@ -80,6 +80,8 @@ export interface RuntimeOptions {
   startupTimeoutMs?: number;
   /** How long `shutdown()` lets in-flight streams finish before killing them. */
   shutdownGraceMs?: number;
+  /** How long clients keep an instance that failed a request out of routing. Default: `TDIST_INHIBIT_MS` (5 s). */
+  inhibitMs?: number;
   codec?: Codec;
   /**
    * Mutual TLS for the TCP request plane (client and server) and the KV
@@ -124,6 +126,7 @@ export interface ResolvedRuntimeOptions {
   connectTimeoutMs: number;
   startupTimeoutMs: number;
   shutdownGraceMs: number;
+  inhibitMs: number;
   codec: Codec;
   /** Loaded TCP TLS credentials, or undefined for plaintext. */
   tcpTls: TcpTls | undefined;
@@ -220,6 +223,7 @@ export function resolveRuntimeOptions(options: RuntimeOptions = {}): ResolvedRun
       options.shutdownGraceMs ?? readEnv(Env.shutdownGraceMs, env),
       0,
     ),
+    inhibitMs: positiveInteger("inhibitMs", options.inhibitMs ?? readEnv(Env.inhibitMs, env), 0),
     startupTimeoutMs: positiveInteger(
       "startupTimeoutMs",
       options.startupTimeoutMs ?? readEnv(Env.startupTimeoutMs, env),

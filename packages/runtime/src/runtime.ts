@@ -232,7 +232,7 @@ export class DistributedRuntime implements ClientHost {
       endpoint.component.namespace.name,
       endpoint.component.name,
       endpoint.name,
-      options,
+      { inhibitMs: this.options.inhibitMs, ...options },
     );
     this.clients.add(client as Client<unknown, unknown>);
     return client;

@@ -72,7 +72,8 @@ function pinned(route: Route): RouterPolicy {
 export class PrefillRouter {
   constructor(private readonly options: PrefillRouterOptions) {}
 
-  generate(request: PreprocessedRequest, signal: AbortSignal): ChoiceStream {
+  /** `requestId` names the request on every worker it reaches (a migration re-uses it). */
+  generate(request: PreprocessedRequest, signal: AbortSignal, requestId?: string): ChoiceStream {
     const { decode, metrics, model } = this.options;
     let decodeRoute: Route | undefined;
     try {
@@ -111,7 +112,11 @@ export class PrefillRouter {
     metrics?.decided(model, decision.kind === "remote" ? "remote" : decision.outcome);
     if (decision.kind === "local" || prefillRoute === undefined || prefillPool === undefined) {
       prefillRoute?.release?.(UNUSED);
-      const stream = decode.client.generate(request, { router: pinned(decodeRoute), signal });
+      const stream = decode.client.generate(request, {
+        router: pinned(decodeRoute),
+        signal,
+        ...(requestId === undefined ? {} : { requestId }),
+      });
       return {
         [Symbol.asyncIterator]: () => stream,
         instanceId: stream.instanceId,
@@ -119,7 +124,7 @@ export class PrefillRouter {
         prefillWorkerId: undefined,
       };
     }
-    return new RemoteChoice(this.options, request, decodeRoute, prefillRoute, prefillPool, signal);
+    return new RemoteChoice(this.options, request, decodeRoute, prefillRoute, prefillPool, signal, requestId);
   }
 }
 
@@ -136,6 +141,7 @@ class RemoteChoice implements ChoiceStream {
     private readonly prefillRoute: Route,
     private readonly prefillPool: WorkerPool,
     private readonly signal: AbortSignal,
+    private readonly requestId: string | undefined,
   ) {
     this.instanceId = decodeRoute.instance.instanceId;
     this.decision = decodeRoute.decision;
@@ -145,6 +151,10 @@ class RemoteChoice implements ChoiceStream {
     return this.outputs();
   }
 
+  private streamOptions(): { signal: AbortSignal; requestId?: string } {
+    return this.requestId === undefined ? { signal: this.signal } : { signal: this.signal, requestId: this.requestId };
+  }
+
   private async *outputs(): AsyncGenerator<EngineOutput> {
     const { decode, metrics, model, logger } = this.options;
     const request = this.request;
@@ -152,7 +162,7 @@ class RemoteChoice implements ChoiceStream {
     let finished = false;
     const prefillStream = this.prefillPool.client.generate(
       { ...request, disaggregation: { phase: "prefill" } },
-      { router: pinned(this.prefillRoute), signal: this.signal },
+      { router: pinned(this.prefillRoute), ...this.streamOptions() },
     );
     let drained: Promise<void> | undefined;
     try {
@@ -167,7 +177,7 @@ class RemoteChoice implements ChoiceStream {
         );
         metrics?.decided(model, "fallback");
         decodeOpened = true;
-        yield* decode.client.generate(request, { router: pinned(this.decodeRoute), signal: this.signal });
+        yield* decode.client.generate(request, { router: pinned(this.decodeRoute), ...this.streamOptions() });
         finished = true;
         return;
       }
@@ -203,7 +213,7 @@ class RemoteChoice implements ChoiceStream {
       let firstDecode = true;
       for await (const next of decode.client.generate(decodeRequest, {
         router: pinned(this.decodeRoute),
-        signal: this.signal,
+        ...this.streamOptions(),
       })) {
         if (firstDecode) {
           firstDecode = false;

@@ -5,6 +5,12 @@ import type { EngineOutput, FinishReason, TokenLogprob } from "../protocol/engin
 import type { PreprocessedRequest } from "../protocol/preprocessed-request.js";
 import type { ModelEntry } from "./model-manager.js";
 import type { ModelPipeline } from "./model-pipeline.js";
+import {
+  continuationOf,
+  isMigratableEngineError,
+  isMigratableFailure,
+  type MigrationPolicy,
+} from "./request-migration.js";
 
 /** Shared reason for cancelling what is left once a response is complete (no per-request stack trace). */
 const RESPONSE_FINISHED = new TdistError("cancelled", "response finished");
@@ -50,9 +56,20 @@ export type ChoiceSink = (event: ChoiceEvent) => void;
  * the sink). Between engine outputs a choice waits on `backpressure()` when
  * it returns a promise (the client is behind). A stop string ends a choice
  * and kills its engine request; aborting `signal` (the client left) kills
- * them all. Resolves once every choice has ended. A failure before any event
- * was emitted rejects (so the route can answer with an HTTP error) and
- * cancels the other choices silently; after output it ends that choice with
+ * them all. Resolves once every choice has ended.
+ *
+ * A choice whose worker fails in a way that says the worker, not the
+ * request, is at fault (see {@link isMigratableFailure}, an engine's
+ * `engine_crashed` / `engine_shutting_down`, a stream ending without a
+ * finish reason) moves to another worker, up to `migration.limit` times:
+ * the failed workers are excluded, the tokens so far are appended to the
+ * prompt and the limits reduced ({@link continuationOf}), and the same
+ * decoder goes on, so the detokenizer's split characters and the stop
+ * matcher's held-back text carry over and nothing is lost or repeated.
+ *
+ * A failure that is not migrated, before any event was emitted, rejects
+ * (so the route can answer with an HTTP error) and cancels the other
+ * choices silently; after output it ends that choice with
  * `finish_reason: "error"`.
  */
 export async function runChoices(
@@ -63,6 +80,7 @@ export async function runChoices(
   totals: ChoiceTotals,
   sink: ChoiceSink,
   backpressure: () => Promise<void> | undefined = () => undefined,
+  migration: MigrationPolicy = NO_MIGRATION,
 ): Promise<void> {
   let emittedAny = false;
   let failedEarly: { error: unknown } | undefined;
@@ -74,61 +92,136 @@ export async function runChoices(
   const controller = new AbortController();
   const onAbort = (): void => controller.abort(signal.reason);
   signal.addEventListener("abort", onAbort, { once: true });
+  const model = entry.name;
+
+  /** Opens the choice's first stream: through the prefill router when the model has one. */
+  const openFirst = (request: PreprocessedRequest, first: boolean, requestId: string | undefined): Attempt => {
+    // Each choice decides on its own: its decode worker's cache, and the prefill workers' load, when it is routed.
+    const prefillRouter = entry.prefillRouter;
+    if (prefillRouter !== undefined) {
+      const choice = prefillRouter.generate(request, controller.signal, requestId);
+      if (first) {
+        if (entry.llmRouter !== undefined) totals.decision = choice.decision as RoutingDecision | undefined;
+        if (choice.instanceId !== "") totals.workerId = choice.instanceId;
+      }
+      // The first choice's prefill worker is known once its first output is in (a fallback has none).
+      return { stream: choice, instanceId: choice.instanceId, prefill: first ? choice : undefined };
+    }
+    return openRouted(request, first, requestId, []);
+  };
+
+  /** Opens a stream through the model's client (routing happens inside generate(); the route's hooks follow it). */
+  const openRouted = (
+    request: PreprocessedRequest,
+    first: boolean,
+    requestId: string | undefined,
+    exclude: readonly string[],
+  ): Attempt => {
+    const routed = entry.client.generate(request, {
+      signal: controller.signal,
+      ...(requestId === undefined ? {} : { requestId }),
+      ...(exclude.length === 0 ? {} : { exclude }),
+    });
+    if (first) {
+      // The model's client routes through the model's LLM router, whose decisions are RoutingDecisions.
+      if (entry.llmRouter !== undefined) totals.decision = routed.route?.decision as RoutingDecision | undefined;
+      if (routed.instanceId !== "") totals.workerId = routed.instanceId;
+    }
+    return { stream: routed, instanceId: routed.instanceId, prefill: undefined };
+  };
 
   const runOne = async ({ index, request }: ChoiceSpec): Promise<void> => {
     const decoder = entry.pipeline.decoder(request, stopStrings);
     const first = index === choices[0]?.index;
-    // Each choice decides on its own: its decode worker's cache, and the prefill workers' load, when it is routed.
-    const prefillRouter = entry.prefillRouter;
-    let stream: AsyncIterable<EngineOutput>;
-    // The first choice's prefill worker is known once its first output is in (a fallback has none).
-    let notePrefillWorker: ChoiceStream | undefined;
-    if (prefillRouter !== undefined) {
-      const choice = prefillRouter.generate(request, controller.signal);
-      stream = choice;
-      if (first) {
-        if (entry.llmRouter !== undefined) totals.decision = choice.decision as RoutingDecision | undefined;
-        if (choice.instanceId !== "") totals.workerId = choice.instanceId;
-        notePrefillWorker = choice;
-      }
-    } else {
-      // Routing happens inside generate(); the route's hooks follow the stream from there.
-      const routed = entry.client.generate(request, { signal: controller.signal });
-      stream = routed;
-      if (first) {
-        // The model's client routes through the model's LLM router, whose decisions are RoutingDecisions.
-        if (entry.llmRouter !== undefined) totals.decision = routed.route?.decision as RoutingDecision | undefined;
-        if (routed.instanceId !== "") totals.workerId = routed.instanceId;
-      }
-    }
+    const requestId =
+      migration.limit === 0 ? undefined : choices.length > 1 ? `${migration.requestId}-${index}` : migration.requestId;
+    let migrationsLeft = migration.limit;
+    // Every token the workers produced for this choice, in order: what a continuation appends to the prompt.
+    const generated: number[] = [];
+    const failedWorkers: string[] = [];
+    let attempt = openFirst(request, first, requestId);
+    let migratedAt: number | undefined;
     let finished: FinishReason | undefined;
     try {
-      for await (const output of stream) {
-        if (notePrefillWorker !== undefined) {
-          totals.prefillWorkerId = notePrefillWorker.prefillWorkerId;
-          notePrefillWorker = undefined;
+      for (;;) {
+        // Why this attempt's worker failed, when it may move to another.
+        let failure: unknown;
+        // The client already inhibits a worker whose stream failed in transport; failures only readable here do it here.
+        let inhibit = false;
+        try {
+          for await (const output of attempt.stream) {
+            if (attempt.prefill !== undefined) {
+              totals.prefillWorkerId = attempt.prefill.prefillWorkerId;
+              attempt.prefill = undefined;
+            }
+            if (migratedAt !== undefined) {
+              migration.metrics?.duration.observe({ model }, (performance.now() - migratedAt) / 1000);
+              migratedAt = undefined;
+            }
+            let consumed = output;
+            if (output.finishReason === "error" && migrationsLeft > 0 && isMigratableEngineError(output)) {
+              failure = output;
+              inhibit = true;
+              if (output.tokenIds.length === 0) break;
+              // Keep the tokens that came with the failure; the next worker continues after them.
+              const { finishReason: _f, error: _e, errorCode: _c, ...tokens } = output;
+              consumed = tokens;
+            }
+            if (consumed.cachedTokens) totals.cachedTokens = Math.max(totals.cachedTokens, consumed.cachedTokens);
+            if (consumed.tokenIds.length > 0) {
+              const now = performance.now();
+              totals.firstTokenAt ??= now;
+              totals.tokenTimes.push(now);
+              if (migration.limit > 0) generated.push(...consumed.tokenIds);
+            }
+            const step = decoder.push(consumed);
+            if (consumed.finishReason === "error" && !step.finishReason) step.finishReason = "error";
+            if (step.text || step.finishReason || step.tokenIds.length > 0) {
+              // The decoder returns a fresh object per step: tag it in place (this runs once per token).
+              const event = step as ChoiceEvent;
+              event.index = index;
+              if (consumed.error) event.engineError = consumed.error;
+              emit(event);
+            }
+            if (step.finishReason) {
+              finished = step.finishReason;
+              break;
+            }
+            if (failure !== undefined) break;
+            const behind = backpressure();
+            if (behind) await behind;
+          }
+          if (!finished && failure === undefined && migrationsLeft > 0 && !controller.signal.aborted) {
+            failure = new TdistError("disconnected", "the engine stream ended without a finish reason");
+            inhibit = true;
+          }
+        } catch (err) {
+          if (controller.signal.aborted || migrationsLeft === 0 || !isMigratableFailure(err)) throw err;
+          failure = err;
         }
-        if (output.cachedTokens) totals.cachedTokens = Math.max(totals.cachedTokens, output.cachedTokens);
-        if (output.tokenIds.length > 0) {
-          const now = performance.now();
-          totals.firstTokenAt ??= now;
-          totals.tokenTimes.push(now);
+        if (failure === undefined || finished) break;
+        const continuation = continuationOf(request, generated);
+        if (continuation === undefined) break;
+        migrationsLeft--;
+        if (attempt.instanceId !== "") {
+          failedWorkers.push(attempt.instanceId);
+          if (inhibit) entry.client.inhibit(attempt.instanceId);
         }
-        const step = decoder.push(output);
-        if (output.finishReason === "error" && !step.finishReason) step.finishReason = "error";
-        if (step.text || step.finishReason || step.tokenIds.length > 0) {
-          // The decoder returns a fresh object per step: tag it in place (this runs once per token).
-          const event = step as ChoiceEvent;
-          event.index = index;
-          if (output.error) event.engineError = output.error;
-          emit(event);
-        }
-        if (step.finishReason) {
-          finished = step.finishReason;
-          break;
-        }
-        const behind = backpressure();
-        if (behind) await behind;
+        const kind = generated.length === 0 ? "new_request" : "ongoing_request";
+        migration.metrics?.migrations.inc({ model, migration_type: kind });
+        migratedAt = performance.now();
+        migration.logger?.info(
+          {
+            model,
+            requestId,
+            failedWorker: attempt.instanceId,
+            generatedTokens: generated.length,
+            migrationType: kind,
+          },
+          "migrating a request to another worker",
+        );
+        // A new request that never reached its worker still names the one that serves it.
+        attempt = openRouted(continuation, first && kind === "new_request", requestId, failedWorkers);
       }
       if (!finished) {
         const step = decoder.flush();
@@ -156,3 +249,14 @@ export async function runChoices(
   }
   if (failedEarly) throw failedEarly.error;
 }
+
+/** One stream a choice reads, and the worker it came from. */
+interface Attempt {
+  stream: AsyncIterable<EngineOutput>;
+  /** Empty when routing failed. */
+  instanceId: string;
+  /** The prefill router's choice, until its first output names the prefill worker. */
+  prefill: ChoiceStream | undefined;
+}
+
+const NO_MIGRATION: MigrationPolicy = Object.freeze({ limit: 0, requestId: "" });

@@ -79,14 +79,6 @@ export interface ModelManagerOptions<P> {
   disaggregation?: ResolvedDisaggregationOptions;
   /** Where the prefill router counts its decisions and transfers (the frontend's metrics). */
   disaggregationMetrics?: DisaggregationMetrics;
-  /**
-   * How long a worker whose connection failed counts as not live (out of
-   * routing and of `/health`) unless discovery re-announces it. Default: the
-   * runtime's lease TTL, by which time a dead worker's lease has expired and
-   * its card is gone; a shorter time would let a dead worker look live again
-   * until the next request to it fails.
-   */
-  workerDownMs?: number;
   logger: Logger;
 }
 
@@ -404,10 +396,7 @@ export class ModelManager<P extends { close?(): Promise<void> }> {
         .namespace(namespace)
         .component(component)
         .endpoint(endpoint)
-        .client<PreprocessedRequest, EngineOutput>({
-          router,
-          downInstanceMs: this.options.workerDownMs ?? this.runtime.options.leaseTtlMs,
-        });
+        .client<PreprocessedRequest, EngineOutput>({ router });
       entry.liveWorkers = () => forModel(client.instances());
       entry.router = new PrefillRouter({
         model: entry.name,
@@ -553,9 +542,7 @@ export class ModelManager<P extends { close?(): Promise<void> }> {
         .namespace(namespace)
         .component(component)
         .endpoint(endpoint)
-        .client<PreprocessedRequest, EngineOutput>({
-          downInstanceMs: this.options.workerDownMs ?? this.runtime.options.leaseTtlMs,
-        });
+        .client<PreprocessedRequest, EngineOutput>();
       pool.client = client;
       if (this.prefillPools.get(pool.name) !== pool) {
         await this.closePool(pool);

@@ -23,10 +23,12 @@ import type { PreprocessedRequest } from "../protocol/preprocessed-request.js";
 import { type ChoiceEvent, type ChoiceSpec, type ChoiceTotals, runChoices } from "./choice-runner.js";
 import type { FrontendMetrics } from "./frontend-metrics.js";
 import type { InflightRequests } from "./inflight-requests.js";
+import type { MigrationMetrics } from "./migration-metrics.js";
 import type { ModelEntry, ModelManager } from "./model-manager.js";
 import type { ModelPipeline } from "./model-pipeline.js";
 import { HttpError, logHttpError, toHttpError } from "./openai-errors.js";
 import { chatCompletionSchema, completionSchema } from "./openai-schemas.js";
+import { DEFAULT_MIGRATION_LIMIT, type MigrationPolicy } from "./request-migration.js";
 import { SseWriter } from "./sse-writer.js";
 
 export interface RouteContext {
@@ -37,6 +39,10 @@ export interface RouteContext {
   /** Tracks the requests in flight, so that closing waits for them (and no longer once they are done). */
   inflight: InflightRequests;
   logger: Logger;
+  /** Migrations per request when a worker fails; overrides the model cards' `migrationLimit`. */
+  migrationLimit?: number | undefined;
+  /** Where migrations are counted (the frontend's registry). */
+  migrationMetrics?: MigrationMetrics | undefined;
 }
 
 /** What a request cut short by shutdown gets: a 503 before its first byte, an SSE error event after. */
@@ -64,6 +70,8 @@ interface RequestPlan {
   logprobs: number | undefined;
   id: string;
   created: number;
+  /** How the request's choices may move to other workers. */
+  migration: MigrationPolicy;
 }
 
 export function registerOpenAIRoutes(app: FastifyInstance, context: RouteContext): void {
@@ -131,6 +139,16 @@ function expandChoices(base: PreprocessedRequest, n: number, firstIndex: number)
   }));
 }
 
+/**
+ * Dynamo's rule: a request with `n > 1` is not migrated (its choices share
+ * sampling state a continuation cannot rebuild); otherwise the frontend's
+ * limit, else the model card's, else 3.
+ */
+function migrationFor(context: RouteContext, entry: ModelEntry<ModelPipeline>, n: number, id: string): MigrationPolicy {
+  const limit = n > 1 ? 0 : (context.migrationLimit ?? entry.card.migrationLimit ?? DEFAULT_MIGRATION_LIMIT);
+  return { limit, requestId: id, metrics: context.migrationMetrics, logger: context.logger };
+}
+
 /** Unique per process run without a random draw per request. */
 function newId(prefix: string): string {
   idCounter = (idCounter + 1) % Number.MAX_SAFE_INTEGER;
@@ -178,6 +196,7 @@ async function planChat(context: RouteContext, body: ChatCompletionRequest, sign
     throw HttpError.badRequest("top_logprobs requires logprobs to be true", "top_logprobs");
   }
   const { request, stopStrings } = await entry.pipeline.preprocessChat(body, { signal });
+  const id = newId("chatcmpl");
   return {
     kind: "chat",
     entry,
@@ -187,8 +206,9 @@ async function planChat(context: RouteContext, body: ChatCompletionRequest, sign
     stream: body.stream === true,
     includeUsage: body.stream_options?.include_usage === true,
     logprobs: body.logprobs ? (body.top_logprobs ?? 0) : undefined,
-    id: newId("chatcmpl"),
+    id,
     created: Math.floor(Date.now() / 1000),
+    migration: migrationFor(context, entry, body.n ?? 1, id),
   };
 }
 
@@ -217,6 +237,7 @@ async function planCompletion(
     promptTokens += request.tokenIds.length;
     choices.push(...expandChoices(request, n, promptIndex * n));
   }
+  const id = newId("cmpl");
   return {
     kind: "completion",
     entry,
@@ -226,8 +247,9 @@ async function planCompletion(
     stream: body.stream === true,
     includeUsage: body.stream_options?.include_usage === true,
     logprobs: body.logprobs ?? undefined,
-    id: newId("cmpl"),
+    id,
     created: Math.floor(Date.now() / 1000),
+    migration: migrationFor(context, entry, n, id),
   };
 }
 
@@ -420,6 +442,7 @@ async function streamResponse(
       }
     },
     () => sse?.backpressure,
+    plan.migration,
   );
   sse ??= start();
   if (sse.closed.aborted || clientGone.aborted) {
@@ -446,23 +469,32 @@ async function unaryResponse(
   const texts = new Map<number, string[]>();
   const reasons = new Map<number, OpenAIFinishReason>();
   const logprobs = new Map<number, TokenLogprob[]>();
-  await runChoices(plan.entry, plan.choices, plan.stopStrings, clientGone, totals, (event) => {
-    let parts = texts.get(event.index);
-    if (!parts) {
-      parts = [];
-      texts.set(event.index, parts);
-    }
-    if (event.text) parts.push(event.text);
-    if (event.logprobs) {
-      let entries = logprobs.get(event.index);
-      if (!entries) {
-        entries = [];
-        logprobs.set(event.index, entries);
+  await runChoices(
+    plan.entry,
+    plan.choices,
+    plan.stopStrings,
+    clientGone,
+    totals,
+    (event) => {
+      let parts = texts.get(event.index);
+      if (!parts) {
+        parts = [];
+        texts.set(event.index, parts);
       }
-      entries.push(...event.logprobs);
-    }
-    if (event.finishReason) reasons.set(event.index, event.finishReason);
-  });
+      if (event.text) parts.push(event.text);
+      if (event.logprobs) {
+        let entries = logprobs.get(event.index);
+        if (!entries) {
+          entries = [];
+          logprobs.set(event.index, entries);
+        }
+        entries.push(...event.logprobs);
+      }
+      if (event.finishReason) reasons.set(event.index, event.finishReason);
+    },
+    undefined,
+    plan.migration,
+  );
   const pipeline = plan.entry.pipeline;
   const base = { id: plan.id, created: plan.created, model: plan.entry.name, usage: usageOf(plan, totals) };
   const indexes = plan.choices.map((choice) => choice.index);

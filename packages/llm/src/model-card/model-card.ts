@@ -32,6 +32,12 @@ export interface ModelCard {
   limits: { totalKvBlocks?: number; maxSequences?: number };
   /** Disaggregated serving role; absent means `aggregated`. */
   role?: WorkerRole;
+  /**
+   * How many times a frontend may move a request for this model to another
+   * worker when its worker fails (`--migration-limit`; absent: 3; 0: never).
+   * A frontend's own `--migration-limit` overrides it.
+   */
+  migrationLimit?: number;
 }
 
 export function modelCardPrefix(): string {
@@ -61,5 +67,10 @@ export function parseModelCard(text: string): ModelCard {
   if (!Number.isInteger(card.kvBlockSize) || (card.kvBlockSize as number) <= 0) fail("kvBlockSize");
   if (typeof card.limits !== "object" || card.limits === null) fail("limits");
   if (card.role !== undefined && !(WORKER_ROLES as readonly string[]).includes(card.role)) fail("role");
+  if (card.migrationLimit !== undefined && !isNonNegativeInteger(card.migrationLimit)) fail("migrationLimit");
   return card as ModelCard;
+}
+
+function isNonNegativeInteger(value: unknown): boolean {
+  return typeof value === "number" && Number.isInteger(value) && value >= 0 && value <= 1_000;
 }

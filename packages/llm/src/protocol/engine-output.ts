@@ -1,6 +1,26 @@
 import type { KvTransferHandle } from "@tdist/runtime";
 import type { KvImportOutcome } from "./disaggregation.js";
 
+/**
+ * What went wrong when an engine ends a stream with `finishReason: "error"`,
+ * so the frontend can tell a failing engine (migrate the request to another
+ * worker) from a request the engine cannot serve (tell the client):
+ * - `engine_crashed`: the engine (or its child process) died or lost its
+ *   state; the request itself may be fine;
+ * - `engine_shutting_down`: the engine is closing (a drain's end);
+ * - `bad_request`: the request is invalid for this engine;
+ * - `internal`: anything else the engine cannot attribute.
+ * An error without a code counts as `internal`.
+ */
+export type EngineErrorCode = "engine_crashed" | "engine_shutting_down" | "bad_request" | "internal";
+
+export const ENGINE_ERROR_CODES: readonly EngineErrorCode[] = [
+  "engine_crashed",
+  "engine_shutting_down",
+  "bad_request",
+  "internal",
+];
+
 /** Why a sequence ended. */
 export type FinishReason = "stop" | "length" | "cancelled" | "error";
 
@@ -20,8 +40,10 @@ export interface EngineOutput {
   tokenIds: number[];
   logprobs?: TokenLogprob[];
   finishReason?: FinishReason;
-  /** Set with `finishReason: "error"`. */
+  /** Set with `finishReason: "error"`: a message for the client. */
   error?: string;
+  /** Set with `finishReason: "error"`: what kind of failure it was (absent: `internal`). */
+  errorCode?: EngineErrorCode;
   /** Prompt tokens found in the engine's prefix cache (for metrics and routing). */
   cachedTokens?: number;
   /** A prefill worker's one output: the offer of the prompt's KV cache for the decode worker (see `PrefillPhase`). */

@@ -19,7 +19,7 @@ export class RoutedResponseStream<T> implements ResponseStream<T>, StreamHooks {
 
   constructor(
     readonly route: Route,
-    private readonly onRelease: () => void,
+    private readonly onRelease: (outcome: StreamOutcome) => void,
     private readonly logger: Logger,
   ) {}
 
@@ -37,7 +37,7 @@ export class RoutedResponseStream<T> implements ResponseStream<T>, StreamHooks {
   readonly onSettled = (outcome: StreamOutcome): void => {
     if (this.settled) return;
     this.settled = true;
-    this.onRelease();
+    this.onRelease(outcome);
     if (this.route.release === undefined) return;
     try {
       this.route.release(outcome);

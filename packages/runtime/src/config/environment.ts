@@ -136,6 +136,13 @@ export const Env = declareEnvVars("@tdist/runtime", {
       "before their dependencies wait, logging at warn) before failing with dependency_unavailable.",
     { min: 1 },
   ),
+  inhibitMs: integerVar(
+    "TDIST_INHIBIT_MS",
+    5_000,
+    "How long an instance that failed a request (could not be reached, dropped a stream, is draining) stays out " +
+      "of routing, unless discovery drops or re-announces it first.",
+    { min: 0 },
+  ),
   shutdownGraceMs: integerVar(
     "TDIST_SHUTDOWN_GRACE_MS",
     10_000,

@@ -174,11 +174,7 @@ describe("tcp request plane - faults", () => {
     const server = cluster.runtimes[0];
     await server?.namespace("test").component("slow").endpoint("generate").serve(slow);
     const caller = await cluster.add();
-    const client = await caller
-      .namespace("test")
-      .component("slow")
-      .endpoint("generate")
-      .client({ downInstanceMs: 200 });
+    const client = await caller.namespace("test").component("slow").endpoint("generate").client({ inhibitMs: 200 });
     await client.waitForInstances({ timeoutMs: 2_000 });
     const streams = [client.generate({ id: "a" }), client.generate({ id: "b" })];
     for (const stream of streams) expect((await stream.next()).value).toBe("begin");
