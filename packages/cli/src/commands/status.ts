@@ -1,11 +1,13 @@
 import { DistributedRuntime, Env, readEnv, TdistError } from "@tdist/runtime";
 import { Command, Option } from "commander";
+import { CliEnv } from "../cli-env.js";
+import { envOption } from "../flags/env-option.js";
 import { addRuntimeOptions, type RuntimeFlagValues, runtimeEnv } from "../flags/runtime-flags.js";
 import { createLogger } from "../logging.js";
 import { type ClusterStatus, formatStatus, readStatus } from "./cluster-status.js";
 import type { CommandDefinition } from "./command-context.js";
 
-type StatusValues = RuntimeFlagValues & { json?: boolean; url?: string };
+type StatusValues = RuntimeFlagValues & { json?: boolean; url?: string; apiKey?: string };
 
 /** The frontend route that serves its runtime's discovery view (see `tdist run`). */
 export const STATUS_ROUTE = "/status";
@@ -22,10 +24,24 @@ export const statusCommand: CommandDefinition = {
           "memory discovery, private to that process.",
       )
       .addOption(new Option("--json", "print JSON instead of a table"))
-      .addOption(new Option("--url <url>", "ask a running tdist run / tdist frontend at this URL"));
+      .addOption(
+        new Option(
+          "--url <url>",
+          "ask a running tdist run / tdist frontend at this URL (https: a private CA goes in NODE_EXTRA_CA_CERTS)",
+        ),
+      )
+      .addOption(
+        envOption(
+          "--api-key <key>",
+          "with --url: the frontend's API key (of several, the first is sent)",
+          CliEnv.apiKey,
+        ),
+      );
     addRuntimeOptions(command);
     command.action(async (values: StatusValues, self: Command) => {
-      const status = values.url ? await statusFromFrontend(values.url) : await statusFromDiscovery(self, values);
+      const status = values.url
+        ? await statusFromFrontend(values.url, values.apiKey)
+        : await statusFromDiscovery(self, values);
       context.io.out(values.json ? JSON.stringify(status, null, 2) : formatStatus(status));
       context.exitCode = 0;
     });
@@ -54,7 +70,8 @@ async function statusFromDiscovery(command: Command, values: StatusValues): Prom
   }
 }
 
-async function statusFromFrontend(url: string): Promise<ClusterStatus> {
+async function statusFromFrontend(url: string, apiKeys: string | undefined): Promise<ClusterStatus> {
+  const apiKey = apiKeys?.split(",")[0]?.trim();
   let target: URL;
   try {
     target = new URL(STATUS_ROUTE, url);
@@ -63,9 +80,20 @@ async function statusFromFrontend(url: string): Promise<ClusterStatus> {
   }
   let response: Response;
   try {
-    response = await fetch(target, { signal: AbortSignal.timeout(5_000) });
+    response = await fetch(target, {
+      signal: AbortSignal.timeout(5_000),
+      ...(apiKey ? { headers: { authorization: `Bearer ${apiKey}` } } : {}),
+    });
   } catch (err) {
     throw new TdistError("cannot_connect", `no tdist frontend answered at ${target.origin}`, { cause: err });
+  }
+  if (response.status === 401) {
+    throw new TdistError(
+      "unauthorized",
+      apiKey
+        ? `${target.origin} refused the API key given (--api-key, TDIST_API_KEY)`
+        : `${target.origin} requires an API key: --api-key KEY (TDIST_API_KEY)`,
+    );
   }
   if (!response.ok) {
     throw new TdistError("cannot_connect", `${target.href} answered ${response.status}: is it a tdist frontend?`);

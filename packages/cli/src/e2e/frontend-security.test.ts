@@ -7,17 +7,17 @@
  */
 
 import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { request as httpsRequest } from "node:https";
 import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Readable } from "node:stream";
 import { serveEchoWorker } from "@tdist/engine-echo";
 import { HttpFrontend, TokenizerPipeline } from "@tdist/llm";
-import { DistributedRuntime, type Logger, MemoryDiscoveryStore, withTimeout } from "@tdist/runtime";
+import { DistributedRuntime, MemoryDiscoveryStore, withTimeout } from "@tdist/runtime";
 import { makeTestCertificates, type TestCertificates } from "@tdist/testkit";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { recordingLogger } from "../testing/recording-logger.js";
+import { fetchTrusting } from "../testing/trusting-fetch.js";
 
 const BOUND_MS = 15_000;
 const KEYS = ["sk-tdist-first-0a1b2c3d4e5f", "sk-tdist-second-9f8e7d6c5b4a"];
@@ -26,21 +26,6 @@ const HEADERS_TIMEOUT_MS = 500;
 
 /** Every log line and error body of these runs, as text: the secret scan reads it. */
 const seen: string[] = [];
-
-function recordingLogger(bindings: object = {}): Logger {
-  const record =
-    (level: string) =>
-    (obj: object, msg?: string): void => {
-      seen.push(JSON.stringify({ level, ...bindings, ...obj, msg }));
-    };
-  return {
-    debug: record("debug"),
-    info: record("info"),
-    warn: record("warn"),
-    error: record("error"),
-    child: (more) => recordingLogger({ ...bindings, ...more }),
-  };
-}
 
 /** What an openai call threw, recorded for the scan. */
 async function apiError(call: Promise<unknown>): Promise<InstanceType<typeof OpenAI.APIError>> {
@@ -62,38 +47,6 @@ async function get(url: string, apiKey?: string): Promise<{ status: number; body
   const body = await response.text();
   seen.push(body);
   return { status: response.status, body };
-}
-
-/** A fetch that trusts `ca` (the client side of a private CA), for the openai client. */
-function fetchTrusting(ca: string): typeof fetch {
-  return (input, init) =>
-    new Promise<Response>((resolve, reject) => {
-      const url = new URL(input instanceof Request ? input.url : String(input));
-      const headers = new Headers(init?.headers);
-      const req = httpsRequest(
-        url,
-        {
-          method: init?.method ?? "GET",
-          headers: Object.fromEntries(headers.entries()),
-          ca,
-          signal: init?.signal ?? undefined,
-        },
-        (res) => {
-          const responseHeaders = new Headers();
-          for (const [name, value] of Object.entries(res.headers)) {
-            if (typeof value === "string") responseHeaders.set(name, value);
-          }
-          resolve(
-            new Response(Readable.toWeb(res) as ReadableStream<Uint8Array>, {
-              status: res.statusCode ?? 0,
-              headers: responseHeaders,
-            }),
-          );
-        },
-      );
-      req.on("error", reject);
-      req.end(typeof init?.body === "string" ? init.body : undefined);
-    });
 }
 
 /** Writes `head` on a raw socket and collects what comes back until the server closes it. */
@@ -148,7 +101,7 @@ describe("frontend security", () => {
       requestTimeoutMs: 2_000,
       maxHeaderBytes: 4_096,
       status: async () => ({ topology: "secret" }),
-      logger: recordingLogger({ frontend: "guarded" }),
+      logger: recordingLogger(seen, { frontend: "guarded" }),
     });
     frontends.push(guarded);
     tls = await HttpFrontend.start({
@@ -158,7 +111,7 @@ describe("frontend security", () => {
       apiKeys: [KEYS[0] as string],
       metricsAuth: true,
       tls: { cert: await readFile(certs.server.certFile), key: await readFile(certs.server.keyFile) },
-      logger: recordingLogger({ frontend: "tls" }),
+      logger: recordingLogger(seen, { frontend: "tls" }),
     });
     frontends.push(tls);
     await Promise.all(frontends.map((f) => f.models.waitForModel("echo", BOUND_MS)));

@@ -17,6 +17,13 @@ export interface FrontendFlagValues {
   corsOrigin?: string;
   disaggMinUncachedTokens: number;
   disaggPrefillBusyTokens: number;
+  apiKey?: string;
+  apiKeyFile?: string;
+  metricsAccess: "open" | "api-key";
+  tlsCert?: string;
+  tlsKey?: string;
+  maxConcurrentRequests: number;
+  migrationLimit?: number;
 }
 
 /** The HTTP frontend's flags; `defaultHost` differs between a laptop (`run`) and a server (`frontend`). */
@@ -74,6 +81,41 @@ export function addFrontendOptions(command: Command, defaultHost: string): Comma
         "let browsers on these origins call the API (comma-separated, or *); off by default",
         CliEnv.corsOrigin,
       ),
+    )
+    .addOption(
+      envOption(
+        "--api-key <keys>",
+        "require one of these API keys (comma-separated) as Authorization: Bearer KEY; prefer --api-key-file, " +
+          "as a command line is visible to other users of the machine",
+        CliEnv.apiKey,
+      ),
+    )
+    .addOption(
+      envOption("--api-key-file <file>", "require one of the API keys in this file (one a line)", CliEnv.apiKeyFile),
+    )
+    .addOption(
+      envOption(
+        "--metrics-access <access>",
+        "with API keys: /metrics open (for Prometheus scrapers without a key) or api-key",
+        CliEnv.metricsAccess,
+      ),
+    )
+    .addOption(
+      envOption("--tls-cert <file>", "serve HTTPS with this PEM certificate (with --tls-key)", CliEnv.httpTlsCert),
+    )
+    .addOption(envOption("--tls-key <file>", "private key (PEM) of --tls-cert", CliEnv.httpTlsKey))
+    .addOption(
+      envOption(
+        "--max-concurrent-requests <n>",
+        "model requests served at once; more get 429 with Retry-After (0: no cap)",
+        CliEnv.maxConcurrentRequests,
+      ),
+    )
+    .addOption(
+      new Option(
+        "--migration-limit <n>",
+        "times a request moves to another worker when its worker fails mid-stream (0: never; default: each model card's, else 3)",
+      ).argParser(numberArg({ min: 0, max: 1000, integer: true })),
     );
 }
 
@@ -84,7 +126,7 @@ function optional<K extends string, V>(key: K, value: V | undefined): Partial<Re
 /** The frontend's options from its flags (runtime, pipeline and logger come from the command). */
 export function frontendSettings(values: FrontendFlagValues): Pick<
   HttpFrontendOptions,
-  "host" | "port" | "router" | "kvRouter"
+  "host" | "port" | "router" | "kvRouter" | "maxConcurrentRequests" | "metricsAuth" | "migrationLimit"
 > & {
   corsOrigins: string[];
   disaggregation: { minUncachedTokens: number; prefillBusyTokens: number };
@@ -106,6 +148,9 @@ export function frontendSettings(values: FrontendFlagValues): Pick<
         ...optional("activePrefillTokens", values.activePrefillTokensThreshold),
       },
     },
+    ...(values.maxConcurrentRequests > 0 ? { maxConcurrentRequests: values.maxConcurrentRequests } : {}),
+    metricsAuth: values.metricsAccess === "api-key",
+    ...optional("migrationLimit", values.migrationLimit),
     corsOrigins: (values.corsOrigin ?? "")
       .split(",")
       .map((origin) => origin.trim())
