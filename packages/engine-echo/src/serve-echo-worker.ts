@@ -9,6 +9,8 @@ export interface EchoWorkerOptions {
   /** Served model name. Default "echo". */
   modelName?: string;
   delayMsPerToken?: number;
+  /** Migrations a frontend gives a request to this model when its worker fails (the card's `migrationLimit`). */
+  migrationLimit?: number;
   /** Tokenizer; the built-in Qwen3 assets by default. Their chat template is replaced by `ECHO_CHAT_TEMPLATE`. */
   assets?: ModelAssets;
 }
@@ -31,6 +33,7 @@ export async function serveEchoWorker(runtime: DistributedRuntime, options: Echo
       chatTemplate: ECHO_CHAT_TEMPLATE,
       kvBlockSize: 16,
       limits: {},
+      ...(options.migrationLimit === undefined ? {} : { migrationLimit: options.migrationLimit }),
     },
   });
 }

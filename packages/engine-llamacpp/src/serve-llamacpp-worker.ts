@@ -18,6 +18,8 @@ export interface LlamaCppWorkerOptions {
    * role serves both phases; the role tells the frontend where to send them.
    */
   role?: WorkerRole;
+  /** Migrations a frontend gives a request to this model when its worker fails (the card's `migrationLimit`). */
+  migrationLimit?: number;
   /** Served model name. Default: the GGUF's `general.name` (the tiny model's is `tdist-tiny-random`). */
   modelName?: string;
   /**
@@ -98,10 +100,13 @@ export async function serveLlamaCppWorker(
       component,
       tokenizerJson: engine.modelAssets().tokenizerJson,
       engine: engine.handler,
-      card: engine.modelCard({
-        ...(options.modelName !== undefined ? { name: options.modelName } : {}),
-        ...(options.role !== undefined ? { role } : {}),
-      }),
+      card: {
+        ...engine.modelCard({
+          ...(options.modelName !== undefined ? { name: options.modelName } : {}),
+          ...(options.role !== undefined ? { role } : {}),
+        }),
+        ...(options.migrationLimit === undefined ? {} : { migrationLimit: options.migrationLimit }),
+      },
     });
     const resync = await channel?.answerResync(() => engine.resyncKvEvents());
     return {

@@ -19,6 +19,8 @@ export interface MockerWorkerOptions {
   modelName?: string;
   /** The worker's role in disaggregated serving, in its model card. Default: `engine.role`, else `aggregated`. */
   role?: WorkerRole;
+  /** Migrations a frontend gives a request to this model when its worker fails (the card's `migrationLimit`). */
+  migrationLimit?: number;
   /**
    * Engine options; `workerId`, `vocabSize`, the event publisher and the KV
    * transfer plane (the runtime's) are filled in.
@@ -69,6 +71,7 @@ export async function serveMockerWorker(
       ...assets.cardFields,
       kvBlockSize: resolved.blockSize,
       limits: { totalKvBlocks: resolved.totalKvBlocks, maxSequences: resolved.maxNumSeqs },
+      ...(options.migrationLimit === undefined ? {} : { migrationLimit: options.migrationLimit }),
     },
   });
   const resync = await channel.answerResync(() => engine.resyncKvEvents());

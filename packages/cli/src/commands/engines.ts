@@ -32,6 +32,8 @@ export interface WorkerSpec {
   kvTransferGbps?: number | undefined;
   /** mocker: KV cache bytes per token for the simulated transfer time. */
   kvBytesPerToken?: number | undefined;
+  /** The card's `migrationLimit` (`--migration-limit`); frontends default to 3 without it. */
+  migrationLimit?: number | undefined;
 }
 
 export function parseEngine(value: string | undefined): EngineKind {
@@ -53,6 +55,7 @@ export async function startWorker(runtime: DistributedRuntime, spec: WorkerSpec)
         namespace: spec.namespace,
         ...(spec.modelName ? { modelName: spec.modelName } : {}),
         ...(spec.delayMs !== undefined ? { delayMsPerToken: spec.delayMs } : {}),
+        ...(spec.migrationLimit !== undefined ? { migrationLimit: spec.migrationLimit } : {}),
       });
     case "llamacpp":
       return serveLlamaCppWorker(runtime, {
@@ -60,6 +63,7 @@ export async function startWorker(runtime: DistributedRuntime, spec: WorkerSpec)
         ...(spec.modelName ? { modelName: spec.modelName } : {}),
         ...(spec.model ? { model: spec.model, progressBar: process.stderr.isTTY === true } : {}),
         ...(spec.role !== undefined ? { role: spec.role } : {}),
+        ...(spec.migrationLimit !== undefined ? { migrationLimit: spec.migrationLimit } : {}),
         events: spec.kvEvents !== false,
         engine: {
           ...(spec.threads !== undefined ? { threads: spec.threads } : {}),
@@ -72,6 +76,7 @@ export async function startWorker(runtime: DistributedRuntime, spec: WorkerSpec)
         namespace: spec.namespace,
         ...(spec.modelName ? { modelName: spec.modelName } : {}),
         ...(spec.role !== undefined ? { role: spec.role } : {}),
+        ...(spec.migrationLimit !== undefined ? { migrationLimit: spec.migrationLimit } : {}),
         engine: {
           speedupRatio: spec.speedup ?? 1,
           ...(spec.kvTransferGbps !== undefined ? { kvTransferGbps: spec.kvTransferGbps } : {}),

@@ -16,6 +16,7 @@ export interface WorkerFlagValues {
   mode?: WorkerRole;
   kvTransferGbps?: number;
   kvBytesPerToken?: number;
+  migrationLimit?: number;
 }
 
 /** Flags that only one engine reads: given with another engine they are refused, never ignored. */
@@ -40,6 +41,13 @@ export function addWorkerOptions(command: Command, withMode = true): Command {
       )
         .choices(WORKER_ROLES)
         .default("aggregated"),
+    );
+    // `tdist run` takes the frontend's --migration-limit instead (one process, one setting).
+    command.addOption(
+      new Option(
+        "--migration-limit <n>",
+        "times a frontend moves a request to another worker when this one fails mid-stream, in the model card (0: never; default 3)",
+      ).argParser(numberArg({ min: 0, max: 1000, integer: true })),
     );
   }
   return command
@@ -124,5 +132,6 @@ export function workerSpec(command: Command, values: WorkerFlagValues, namespace
     threads: values.threads,
     sequences: values.sequences,
     kvEvents: values.kvEvents,
+    migrationLimit: values.migrationLimit,
   };
 }
