@@ -15,6 +15,7 @@ export default defineConfig({
       "examples/*/src/**/*.test.ts",
       "bench/lib/*.test.ts",
       "bench/disagg/*.test.ts",
+      "bench/soak/*.test.ts",
       "scripts/*.test.ts",
     ],
     testTimeout: 30_000,
