@@ -7,7 +7,7 @@ import type {
   RouterMode,
   RouterPolicy,
 } from "@tdist/runtime";
-import { delay, routerForMode } from "@tdist/runtime";
+import { delay, routerForMode, TdistError } from "@tdist/runtime";
 import type { Registry } from "prom-client";
 import type { DisaggregationMetrics } from "../disagg/disagg-metrics.js";
 import { DEFAULT_DISAGGREGATION, type ResolvedDisaggregationOptions } from "../disagg/disagg-policy.js";
@@ -15,6 +15,7 @@ import { PrefillRouter, type WorkerPool } from "../disagg/prefill-router.js";
 import { createRouterPolicy, type LlmRouterMode } from "../kv-router/create-router-policy.js";
 import type { BusyThresholds } from "../kv-router/kv-scheduler.js";
 import type { LlmRouter } from "../kv-router/llm-router.js";
+import { MalformedRecordMetrics } from "../model-card/malformed-record-metrics.js";
 import { type ModelCard, modelCardPrefix, parseModelCard } from "../model-card/model-card.js";
 import type { EngineOutput } from "../protocol/engine-output.js";
 import type { PreprocessedRequest } from "../protocol/preprocessed-request.js";
@@ -177,11 +178,15 @@ export class ModelManager<P extends { close?(): Promise<void> }> {
   private readonly closeController = new AbortController();
   private loop: Promise<void> | undefined;
   private readonly changeListeners = new Set<() => void>();
+  private readonly malformed: MalformedRecordMetrics | undefined;
+  private readonly onMalformedInstance = (): void => this.malformed?.instance();
 
   constructor(
     private readonly runtime: DistributedRuntime,
     private readonly options: ModelManagerOptions<P>,
-  ) {}
+  ) {
+    this.malformed = options.registry ? MalformedRecordMetrics.forRegistry(options.registry) : undefined;
+  }
 
   private get prefix(): string {
     return this.options.namespace ? `${modelCardPrefix()}${this.options.namespace}/` : modelCardPrefix();
@@ -291,10 +296,16 @@ export class ModelManager<P extends { close?(): Promise<void> }> {
     try {
       card = parseModelCard(value);
     } catch (err) {
-      this.options.logger.warn({ key, err }, "ignoring invalid model card");
+      this.options.logger.warn({ key: key.slice(0, 256), err }, "ignoring invalid model card");
+      this.malformed?.modelCard(true);
       return;
     }
     const parts = key.slice(modelCardPrefix().length).split("/");
+    if (parts.length !== 4 || parts.some((part) => part.length === 0)) {
+      this.options.logger.warn({ key: key.slice(0, 256) }, "ignoring invalid model card");
+      this.malformed?.modelCard(true);
+      return;
+    }
     const [namespace, component, endpoint, instanceId] = parts as [string, string, string, string];
     const endpointPath = `${namespace}/${component}/${endpoint}`;
     if (card.role === "prefill" || this.prefillByKey.has(key)) {
@@ -396,7 +407,7 @@ export class ModelManager<P extends { close?(): Promise<void> }> {
         .namespace(namespace)
         .component(component)
         .endpoint(endpoint)
-        .client<PreprocessedRequest, EngineOutput>({ router });
+        .client<PreprocessedRequest, EngineOutput>({ router, onMalformedRecord: this.onMalformedInstance });
       entry.liveWorkers = () => forModel(client.instances());
       entry.router = new PrefillRouter({
         model: entry.name,
@@ -430,7 +441,18 @@ export class ModelManager<P extends { close?(): Promise<void> }> {
     } catch (err) {
       if (this.closeController.signal.aborted) return;
       this.options.logger.error({ err, model: entry.name }, "cannot load model; will retry when a worker re-registers");
-      if (this.entries.get(entry.name) === entry) entry.loading = undefined;
+      // A tokenizer that failed verification: the card lied about it.
+      if (TdistError.is(err, "bad_request")) this.malformed?.modelCard(false);
+      if (this.entries.get(entry.name) !== entry) return;
+      entry.loading = undefined;
+      // The failed worker's card must not keep the model from its other workers: drop it, load from the next one's.
+      const failed = entry.workers.get(instanceId);
+      if (failed) this.remove(failed.key);
+      const nextWorker = this.entries.get(entry.name) === entry ? entry.workers.values().next().value : undefined;
+      if (nextWorker !== undefined) {
+        entry.card = nextWorker.card;
+        entry.loading = this.load(entry, namespace, component, endpoint, nextWorker.instanceId);
+      }
     }
   }
 
@@ -542,7 +564,7 @@ export class ModelManager<P extends { close?(): Promise<void> }> {
         .namespace(namespace)
         .component(component)
         .endpoint(endpoint)
-        .client<PreprocessedRequest, EngineOutput>();
+        .client<PreprocessedRequest, EngineOutput>({ onMalformedRecord: this.onMalformedInstance });
       pool.client = client;
       if (this.prefillPools.get(pool.name) !== pool) {
         await this.closePool(pool);

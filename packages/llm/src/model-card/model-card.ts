@@ -1,4 +1,4 @@
-import { TdistError } from "@tdist/runtime";
+import { TdistError, validateName } from "@tdist/runtime";
 import { WORKER_ROLES, type WorkerRole } from "../protocol/disaggregation.js";
 
 /**
@@ -48,27 +48,76 @@ export function modelCardKey(namespace: string, component: string, endpoint: str
   return `v1/models/${namespace}/${component}/${endpoint}/${instanceId}`;
 }
 
-/** Validates a card read from discovery; throws `bad_request` naming the bad field. */
+// Far above any real card's strings, low enough that a hostile one is refused before it is logged or labelled.
+const MAX_NAME_LENGTH = 1024;
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+
+/**
+ * Validates a card read from discovery; throws `bad_request` naming the bad
+ * field. Every field the frontend reads is checked for type and range, since
+ * a card comes from another process (or whoever can write to the store) and
+ * an accepted one decides where tokenizers are fetched from and how prompts
+ * are cut into KV blocks.
+ */
 export function parseModelCard(text: string): ModelCard {
-  let card: Partial<ModelCard>;
+  let parsed: unknown;
   try {
-    card = JSON.parse(text) as Partial<ModelCard>;
+    parsed = JSON.parse(text);
   } catch (err) {
     throw TdistError.wrap(err, "bad_request", "model card is not JSON");
   }
   const fail = (field: string): never => {
     throw new TdistError("bad_request", `model card field ${field} is missing or invalid`);
   };
-  if (typeof card.name !== "string" || card.name.length === 0) fail("name");
-  if (typeof card.engine !== "string") fail("engine");
-  if (typeof card.tokenizer?.sha256 !== "string" || typeof card.tokenizer.source?.kind !== "string") fail("tokenizer");
-  if (!Array.isArray(card.eosTokenIds)) fail("eosTokenIds");
-  if (!Number.isInteger(card.contextLength) || (card.contextLength as number) <= 0) fail("contextLength");
-  if (!Number.isInteger(card.kvBlockSize) || (card.kvBlockSize as number) <= 0) fail("kvBlockSize");
-  if (typeof card.limits !== "object" || card.limits === null) fail("limits");
-  if (card.role !== undefined && !(WORKER_ROLES as readonly string[]).includes(card.role)) fail("role");
+  if (!isPlainObject(parsed)) fail("(the card is not a JSON object)");
+  const card = parsed as Partial<Record<keyof ModelCard, unknown>>;
+  if (typeof card.name !== "string" || card.name.length === 0 || card.name.length > MAX_NAME_LENGTH) fail("name");
+  if (typeof card.engine !== "string" || card.engine.length > MAX_NAME_LENGTH) fail("engine");
+  if (!isPlainObject(card.tokenizer)) fail("tokenizer");
+  const tokenizer = card.tokenizer as { sha256?: unknown; source?: unknown };
+  if (typeof tokenizer.sha256 !== "string" || !SHA256_HEX.test(tokenizer.sha256)) fail("tokenizer.sha256");
+  if (!isTokenizerSource(tokenizer.source)) fail("tokenizer.source");
+  if (!Array.isArray(card.eosTokenIds) || !card.eosTokenIds.every(isTokenId)) fail("eosTokenIds");
+  if (!isPositiveInteger(card.contextLength)) fail("contextLength");
+  if (!isPositiveInteger(card.kvBlockSize)) fail("kvBlockSize");
+  if (!isPlainObject(card.limits)) fail("limits");
+  const limits = card.limits as { totalKvBlocks?: unknown; maxSequences?: unknown };
+  if (limits.totalKvBlocks !== undefined && !isPositiveInteger(limits.totalKvBlocks)) fail("limits.totalKvBlocks");
+  if (limits.maxSequences !== undefined && !isPositiveInteger(limits.maxSequences)) fail("limits.maxSequences");
+  for (const field of ["chatTemplate", "bosToken", "eosToken"] as const) {
+    if (card[field] !== undefined && typeof card[field] !== "string") fail(field);
+  }
+  if (card.addBosToken !== undefined && typeof card.addBosToken !== "boolean") fail("addBosToken");
+  if (card.role !== undefined && !(WORKER_ROLES as readonly unknown[]).includes(card.role)) fail("role");
   if (card.migrationLimit !== undefined && !isNonNegativeInteger(card.migrationLimit)) fail("migrationLimit");
   return card as ModelCard;
+}
+
+function isTokenizerSource(value: unknown): value is TokenizerSource {
+  if (!isPlainObject(value)) return false;
+  const source = value as Partial<Record<string, unknown>>;
+  if (source.kind === "inline") return typeof source.tokenizerJson === "string";
+  if (source.kind !== "endpoint") return false;
+  try {
+    validateName("namespace", source.namespace);
+    validateName("component", source.component);
+    validateName("endpoint", source.endpoint);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function isPositiveInteger(value: unknown): value is number {
+  return Number.isSafeInteger(value) && (value as number) > 0;
+}
+
+function isTokenId(value: unknown): value is number {
+  return Number.isSafeInteger(value) && (value as number) >= 0;
 }
 
 function isNonNegativeInteger(value: unknown): boolean {
