@@ -141,6 +141,8 @@ export async function runChoices(
     const failedWorkers: string[] = [];
     let attempt = openFirst(request, first, requestId);
     let migratedAt: number | undefined;
+    // What cut the previous attempt, for the client when no other worker is left to take the request.
+    let previousFailure: unknown;
     let finished: FinishReason | undefined;
     try {
       for (;;) {
@@ -196,6 +198,15 @@ export async function runChoices(
             inhibit = true;
           }
         } catch (err) {
+          if (!controller.signal.aborted && previousFailure !== undefined && isNoInstances(err)) {
+            // Nowhere to move it: the client hears what broke the stream, not that no other worker is left.
+            if (previousFailure instanceof Error) throw previousFailure;
+            const { tokenIds: _consumed, logprobs: _also, ...ending } = previousFailure as EngineOutput;
+            migrationsLeft = 0;
+            previousFailure = undefined;
+            attempt = { stream: [{ ...ending, tokenIds: [] }], instanceId: "", prefill: undefined };
+            continue;
+          }
           if (controller.signal.aborted || migrationsLeft === 0 || !isMigratableFailure(err)) throw err;
           failure = err;
         }
@@ -203,6 +214,7 @@ export async function runChoices(
         const continuation = continuationOf(request, generated);
         if (continuation === undefined) break;
         migrationsLeft--;
+        previousFailure = failure;
         if (attempt.instanceId !== "") {
           failedWorkers.push(attempt.instanceId);
           if (inhibit) entry.client.inhibit(attempt.instanceId);
@@ -250,9 +262,14 @@ export async function runChoices(
   if (failedEarly) throw failedEarly.error;
 }
 
+function isNoInstances(error: unknown): boolean {
+  return error instanceof TdistError && error.category === "no_instances";
+}
+
 /** One stream a choice reads, and the worker it came from. */
 interface Attempt {
-  stream: AsyncIterable<EngineOutput>;
+  /** A worker's stream, or the one output that ends a choice nobody could take over. */
+  stream: AsyncIterable<EngineOutput> | Iterable<EngineOutput>;
   /** Empty when routing failed. */
   instanceId: string;
   /** The prefill router's choice, until its first output names the prefill worker. */

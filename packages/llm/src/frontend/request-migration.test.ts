@@ -207,6 +207,24 @@ describe("request migration", () => {
     expect(last.choices[0]?.text).toBe(undisturbed.choices[0]?.text);
   });
 
+  it("request migration - with no other worker to move to, the stream ends with the failure that cut it", async () => {
+    const { doom, complete } = await cluster({ workers: 1 });
+    doom.current = { at: 3, how: "crash" };
+    const crashed = parseSse((await complete(streamed)).body);
+    expect(crashed.finishReason).toBe("error");
+    expect(crashed.errors.map((e) => e.code)).toEqual(["engine_error"]);
+    // The crash inhibited the only worker for a while: the next request is refused before it starts.
+    expect((await complete({})).status).toBe(503);
+  });
+
+  it("request migration - a worker runtime that goes away with no other worker ends the stream with shutting_down", async () => {
+    const { doom, complete } = await cluster({ workers: 1 });
+    doom.current = { at: 3, how: "shutdown" };
+    const cut = parseSse((await complete(streamed)).body);
+    expect(cut.finishReason).toBe("error");
+    expect(cut.errors.map((e) => e.code)).toEqual(["shutting_down"]);
+  });
+
   it("request migration - a stream that ends without a finish reason is migrated", async () => {
     const { doom, complete, migrations } = await cluster();
     const undisturbed = parseSse((await complete(streamed)).body);
