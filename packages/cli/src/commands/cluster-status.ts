@@ -34,7 +34,9 @@ export async function readStatus(discovery: Discovery, now = Date.now()): Promis
     const [, , namespace = "", component = "", endpoint = "", instanceId = ""] = key.split("/");
     let record: { transport?: Record<string, string>; registeredAt?: number } = {};
     try {
-      record = JSON.parse(value);
+      // `null`, a number or a string is valid JSON too: only an object is read as a record.
+      const parsed: unknown = JSON.parse(value);
+      if (typeof parsed === "object" && parsed !== null) record = parsed as typeof record;
     } catch {
       // Listed with an unknown transport below.
     }
@@ -44,11 +46,17 @@ export async function readStatus(discovery: Discovery, now = Date.now()): Promis
       entry = { namespace, component, endpoint, instances: [] };
       endpoints.set(id, entry);
     }
-    const transport = record.transport ? Object.entries(record.transport).map(([k, v]) => `${k}://${v}`)[0] : undefined;
+    const transport =
+      typeof record.transport === "object" && record.transport !== null
+        ? Object.entries(record.transport).map(([k, v]) => `${k}://${String(v)}`)[0]
+        : undefined;
     entry.instances.push({
       instanceId,
       transport: transport ?? "unknown",
-      ageSeconds: record.registeredAt ? Math.max(0, Math.round((now - record.registeredAt) / 1000)) : 0,
+      ageSeconds:
+        Number.isFinite(record.registeredAt) && record.registeredAt
+          ? Math.max(0, Math.round((now - record.registeredAt) / 1000))
+          : 0,
     });
   }
   const models: StatusModel[] = [];
@@ -56,8 +64,8 @@ export async function readStatus(discovery: Discovery, now = Date.now()): Promis
     const [, , namespace = "", component = "", endpoint = "", instanceId = ""] = key.split("/");
     let name = "unknown";
     try {
-      const card = JSON.parse(value) as { name?: unknown; displayName?: unknown };
-      if (typeof card.name === "string") name = card.name;
+      const card = JSON.parse(value) as { name?: unknown; displayName?: unknown } | null;
+      if (typeof card?.name === "string") name = card.name;
     } catch {
       // Keep "unknown".
     }
