@@ -361,6 +361,17 @@ describe("mocker engine", () => {
     await engine.close();
   });
 
+  it("mocker engine - a greedy continuation (prompt plus the tokens so far) goes on exactly as the undisturbed run", async () => {
+    const { engine } = engineWith();
+    const tokens = prompt(5, 12);
+    const whole = tokensOf(await run(engine, request(tokens, 40, { temperature: 0 })));
+    for (const cut of [1, 17, 39]) {
+      const continued = await run(engine, request([...tokens, ...whole.slice(0, cut)], 40 - cut, { temperature: 0 }));
+      expect([...whole.slice(0, cut), ...tokensOf(continued)]).toEqual(whole);
+    }
+    await engine.close();
+  });
+
   it("mocker engine - logit bias: -100 bans a token, 100 forces it, in between shifts the odds", async () => {
     const { engine } = engineWith({ vocabSize: 50 });
     const tokens = prompt(5, 8);

@@ -316,16 +316,22 @@ export class MockerEngine {
     const stopIds = new Set(request.stop.stopTokenIds ?? []);
     if (!request.stop.ignoreEos) for (const id of eos) stopIds.add(id);
     const sampling = request.sampling ?? {};
-    // A decode phase continues the prefill worker's stream: seeded by the same prompt, one draw further.
-    const seedPrompt = phase?.phase === "decode" ? prompt.slice(0, phase.kvTokens) : prompt;
+    // Greedy (temperature 0, no seed): each token follows from the sequence so far, so a decode phase or a
+    // migrated continuation (prompt + tokens so far) goes on exactly as an undisturbed run would.
+    const greedy =
+      sampling.temperature === 0 &&
+      !(sampling.seed !== undefined && sampling.seed !== null && Number.isFinite(sampling.seed));
+    // A seeded decode phase continues the prefill worker's stream: seeded by the same prompt, one draw further.
+    const seedPrompt = phase?.phase === "decode" && !greedy ? prompt.slice(0, phase.kvTokens) : prompt;
     const sampler = new TokenSampler({
       seed: TokenSampler.seedFor(sampling.seed, sampling.temperature, seedPrompt),
       vocabSize: options.vocabSize,
       // Never sample eos: the mocker ends by length or by a stop id it happens to draw.
       excluded: eos,
       logitBias: parseLogitBias(sampling.logitBias, options.vocabSize),
+      ...(greedy ? { greedyContext: prompt } : {}),
     });
-    if (phase?.phase === "decode") for (let drawn = seedPrompt.length; drawn < prompt.length; drawn++) sampler.next();
+    for (let drawn = seedPrompt.length; drawn < prompt.length; drawn++) sampler.next();
     const sequence = new MockerSequence(
       this.nextSequenceId++,
       prompt,

@@ -9,6 +9,14 @@ export interface TokenSamplerOptions {
   excluded: ReadonlySet<number>;
   /** From `parseLogitBias`. */
   logitBias?: ReadonlyMap<number, number>;
+  /**
+   * Greedy decoding: every draw is seeded by the FNV-1a hash of these tokens
+   * and of the ones drawn since (`seed` is then unused), so the next token is
+   * a function of the whole sequence so far, as a real model's greedy token
+   * is. A continuation whose prompt is this prompt plus the tokens drawn so
+   * far (a migrated request) draws exactly what this one would have.
+   */
+  greedyContext?: readonly number[];
 }
 
 /**
@@ -31,11 +39,14 @@ export class TokenSampler {
   readonly #weightedTotal: number;
   /** How many ids share the uniform mass (weight 1 each). */
   readonly #uniformCount: number;
+  /** With `greedyContext`: the running hash of the sequence so far. */
+  #context: number | undefined;
 
   constructor(options: TokenSamplerOptions) {
     const { vocabSize, excluded } = options;
     const biases = options.logitBias ?? new Map<number, number>();
     this.#state = options.seed >>> 0;
+    this.#context = options.greedyContext === undefined ? undefined : fnv1a(FNV_OFFSET, options.greedyContext);
     this.#vocabSize = vocabSize;
     const skipped = new Set(excluded);
     const forced: number[] = [];
@@ -71,15 +82,19 @@ export class TokenSampler {
     if (seed !== undefined && seed !== null && Number.isFinite(seed)) return Math.trunc(seed) >>> 0;
     if (temperature !== 0) return randomBytes(4).readUInt32LE(0);
     // FNV-1a over the token ids: cheap, and identical prompts get identical output.
-    let hash = 0x811c9dc5;
-    for (const token of promptTokens) {
-      hash = Math.imul(hash ^ (token >>> 0), 0x01000193) >>> 0;
-    }
-    return hash;
+    return fnv1a(FNV_OFFSET, promptTokens);
   }
 
   /** The next id in `[0, vocabSize)`, never an excluded or banned one. */
   next(): number {
+    if (this.#context === undefined) return this.#draw();
+    this.#state = this.#context;
+    const token = this.#draw();
+    this.#context = fnv1a(this.#context, [token]);
+    return token;
+  }
+
+  #draw(): number {
     let draw = this.#random() * (this.#weightedTotal + this.#uniformCount);
     if (draw < this.#weightedTotal) {
       for (const entry of this.#weighted) {
@@ -105,4 +120,12 @@ export class TokenSampler {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   }
+}
+
+const FNV_OFFSET = 0x811c9dc5;
+
+function fnv1a(start: number, tokens: readonly number[]): number {
+  let hash = start;
+  for (const token of tokens) hash = Math.imul(hash ^ (token >>> 0), 0x01000193) >>> 0;
+  return hash;
 }
