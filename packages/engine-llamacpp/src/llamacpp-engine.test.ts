@@ -96,7 +96,12 @@ describe("llamacpp engine", () => {
     const card = engine.modelCard({ name: "tiny" });
     expect(card).toMatchObject({ name: "tiny", engine: "llamacpp", limits: { maxSequences: 8 } });
     expect(
-      parseModelCard(JSON.stringify({ ...card, tokenizer: { source: { kind: "inline" }, sha256: "x" } })).name,
+      parseModelCard(
+        JSON.stringify({
+          ...card,
+          tokenizer: { source: { kind: "inline", tokenizerJson: "{}" }, sha256: "0".repeat(64) },
+        }),
+      ).name,
     ).toBe("tiny");
 
     const frontend = Tokenizer.fromFiles({
