@@ -278,6 +278,10 @@ export class LlamaCppEngine {
   #crashes: number[] = [];
   #restarts = 0;
   #failure: TdistError | undefined;
+  #onFailed: (err: TdistError) => void = () => {};
+  readonly #failed = new Promise<TdistError>((resolve) => {
+    this.#onFailed = resolve;
+  });
   /** With `events`: what the child's sequences hold and where KV events and load metrics go. */
   readonly #events: EngineEvents | undefined;
   /** Prompt states offered to decode engines and not yet fetched: released (their files deleted) on close. */
@@ -338,6 +342,16 @@ export class LlamaCppEngine {
     }
     engine.#state = "running";
     return engine;
+  }
+
+  /**
+   * Resolves with the cause once the engine has failed for good (its child
+   * crashed more than `maxRestarts` times within `restartWindowMs`, or could
+   * not be restarted); never rejects, and stays pending for an engine that
+   * closes. A worker takes itself out of routing on it.
+   */
+  get failed(): Promise<TdistError> {
+    return this.#failed;
   }
 
   get state(): LlamaCppEngineState {
@@ -587,6 +601,16 @@ export class LlamaCppEngine {
         child = await this.#childFor(ctx.signal);
       } catch (err) {
         if (ctx.isKilled) return;
+        // A failed engine says so as a crash, so a frontend moves the request to another worker.
+        if (this.#state === "failed") {
+          yield {
+            tokenIds: [],
+            finishReason: "error",
+            error: this.#failure?.message ?? "",
+            errorCode: "engine_crashed",
+          };
+          return;
+        }
         throw err;
       }
       if (ctx.isKilled) return;
@@ -1111,5 +1135,6 @@ export class LlamaCppEngine {
     this.#ready = Promise.reject(err);
     this.#ready.catch(() => {});
     this.#logger.error({ modelPath: this.options.modelPath, error: err.message }, "llama.cpp engine failed");
+    this.#onFailed(err);
   }
 }

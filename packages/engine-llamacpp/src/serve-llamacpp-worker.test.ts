@@ -1,5 +1,13 @@
 import type { EngineOutput, PreprocessedRequest } from "@tdist/llm";
-import { DistributedRuntime, type KvTransferHandle, MemoryDiscoveryStore, withTimeout } from "@tdist/runtime";
+import {
+  Context,
+  DistributedRuntime,
+  delay,
+  type KvTransferHandle,
+  MemoryDiscoveryStore,
+  TdistError,
+  withTimeout,
+} from "@tdist/runtime";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type ServedLlamaCppWorker, serveLlamaCppWorker } from "./serve-llamacpp-worker.js";
 import { GENERATE_BOUND_MS, prompts, request, TEST_CACHE_DIR, tinyModelPath } from "./testing/llamacpp-fixtures.js";
@@ -88,6 +96,42 @@ describe("llamacpp worker", () => {
       expect(bytes).toBe(handle.byteCount);
     } finally {
       await prefill.stop({ graceMs: 500 });
+    }
+  });
+
+  it("llamacpp worker - an engine whose child crashes past maxRestarts fails, and the worker leaves routing", async () => {
+    const failing = await withTimeout("starting the crash-looping worker", 60_000, undefined, () =>
+      serveLlamaCppWorker(runtime, {
+        namespace: "llamacpp-crash-loop",
+        cacheDir: TEST_CACHE_DIR,
+        engine: { sequences: 1, contextSize: 256, maxRestarts: 1 },
+      }),
+    );
+    try {
+      const client = await runtime
+        .namespace("llamacpp-crash-loop")
+        .component("backend")
+        .endpoint("generate")
+        .client<PreprocessedRequest, EngineOutput>();
+      await client.waitForInstances({ timeoutMs: GENERATE_BOUND_MS });
+      process.kill(failing.engine.childPid as number, "SIGKILL");
+      await withTimeout("first restart", 60_000, undefined, async () => {
+        while (failing.engine.state !== "running" || failing.engine.stats().restarts !== 1) await delay(20);
+      });
+      process.kill(failing.engine.childPid as number, "SIGKILL");
+      const cause = await withTimeout("engine failed", GENERATE_BOUND_MS, undefined, () => failing.engine.failed);
+      expect(TdistError.is(cause, "internal")).toBe(true);
+      expect(failing.engine.state).toBe("failed");
+      await withTimeout("card and endpoint gone", GENERATE_BOUND_MS, undefined, async () => {
+        while (client.instances().length > 0) await delay(20);
+      });
+      // A request that still reaches it hears a crash, which a frontend migrates.
+      const [prompt] = prompts(1) as [number[]];
+      const outputs: EngineOutput[] = [];
+      for await (const output of failing.engine.generate(request(prompt, 4), new Context())) outputs.push(output);
+      expect(outputs.at(-1)).toMatchObject({ finishReason: "error", errorCode: "engine_crashed" });
+    } finally {
+      await failing.stop({ graceMs: 0 });
     }
   });
 });

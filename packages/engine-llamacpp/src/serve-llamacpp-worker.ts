@@ -109,6 +109,16 @@ export async function serveLlamaCppWorker(
       },
     });
     const resync = await channel?.answerResync(() => engine.resyncKvEvents());
+    // A crash-looping engine serves nothing: take the card and the endpoint away so frontends route elsewhere.
+    void engine.failed.then(async (err) => {
+      runtime.logger.error(
+        { err, instanceId: served.instanceId, model: served.card.name },
+        "the llama.cpp engine failed; this worker leaves routing",
+      );
+      await served.stop({ graceMs: 0 }).catch((stopErr: unknown) => {
+        runtime.logger.error({ err: stopErr }, "deregistering the failed worker failed");
+      });
+    });
     return {
       ...served,
       engine,
