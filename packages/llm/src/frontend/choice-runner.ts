@@ -163,7 +163,9 @@ export async function runChoices(
             let consumed = output;
             if (output.finishReason === "error" && migrationsLeft > 0 && isMigratableEngineError(output)) {
               failure = output;
-              inhibit = true;
+              // The worker stays reachable and restarts its engine: keep requests off it while others can
+              // serve, but never refuse the model's last worker, whose engine will be back in a moment.
+              inhibit = entry.client.instances().length > 1;
               if (output.tokenIds.length === 0) break;
               // Keep the tokens that came with the failure; the next worker continues after them.
               const { finishReason: _f, error: _e, errorCode: _c, ...tokens } = output;
