@@ -16,6 +16,7 @@ export default defineConfig({
       "bench/lib/*.test.ts",
       "bench/disagg/*.test.ts",
       "bench/soak/*.test.ts",
+      "bench/chaos/*.test.ts",
       "scripts/*.test.ts",
     ],
     testTimeout: 30_000,
