@@ -73,6 +73,12 @@ export interface RuntimeOptions {
   /** Timeout for opening one request-plane connection to another runtime. Default: `TDIST_CONNECT_TIMEOUT_MS`. */
   connectTimeoutMs?: number;
   /**
+   * PING interval of a TCP request-plane connection with open streams; 5
+   * intervals without a frame from the server fail its streams with
+   * `disconnected`. 0 disables. Default: `TDIST_TCP_HEARTBEAT_MS` (1000).
+   */
+  tcpHeartbeatMs?: number;
+  /**
    * How long connecting to etcd and NATS is retried, with backoff and a warn
    * line per phase, before failing with `dependency_unavailable`: processes
    * started before their servers wait for them. Default: `TDIST_STARTUP_TIMEOUT_MS` (30 s).
@@ -124,6 +130,7 @@ export interface ResolvedRuntimeOptions {
   streamWindow: number;
   maxFrameBytes: number;
   connectTimeoutMs: number;
+  tcpHeartbeatMs: number;
   startupTimeoutMs: number;
   shutdownGraceMs: number;
   inhibitMs: number;
@@ -218,6 +225,7 @@ export function resolveRuntimeOptions(options: RuntimeOptions = {}): ResolvedRun
       "connectTimeoutMs",
       options.connectTimeoutMs ?? readEnv(Env.connectTimeoutMs, env),
     ),
+    tcpHeartbeatMs: positiveInteger("tcpHeartbeatMs", options.tcpHeartbeatMs ?? readEnv(Env.tcpHeartbeatMs, env), 0),
     shutdownGraceMs: positiveInteger(
       "shutdownGraceMs",
       options.shutdownGraceMs ?? readEnv(Env.shutdownGraceMs, env),

@@ -449,6 +449,7 @@ async function openRequestPlaneClient(
     return new TcpRequestClient({
       maxFrameBytes: options.maxFrameBytes,
       connectTimeoutMs: options.connectTimeoutMs,
+      heartbeatMs: options.tcpHeartbeatMs,
       streamWindow: options.streamWindow,
       codec: options.codec,
       logger: options.logger,

@@ -126,6 +126,13 @@ export const Env = declareEnvVars("@tdist/runtime", {
     "Responses a stream may have in flight before the handler is paused (credit window).",
     { min: 1, max: 1_000_000 },
   ),
+  tcpHeartbeatMs: integerVar(
+    "TDIST_TCP_HEARTBEAT_MS",
+    1_000,
+    "While a TCP request-plane connection has open streams the caller sends a PING this often and drops the " +
+      "connection (its streams fail with disconnected) after 5 intervals without a frame from the server; 0 disables.",
+    { min: 0 },
+  ),
   connectTimeoutMs: integerVar("TDIST_CONNECT_TIMEOUT_MS", 5_000, "Timeout for opening a request-plane connection.", {
     min: 1,
   }),

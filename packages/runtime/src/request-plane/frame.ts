@@ -16,6 +16,9 @@ export const FrameType = {
   STOP: 5,
   KILL: 6,
   CREDIT: 7,
+  /** Caller to server, stream 0: answered at once with PONG, so a hung server process is noticed. */
+  PING: 8,
+  PONG: 9,
 } as const;
 
 export type FrameTypeValue = (typeof FrameType)[keyof typeof FrameType];
@@ -194,7 +197,7 @@ export class FrameParser {
         break;
       }
       const type = buffer[at + 4] as number;
-      if (type < FrameType.REQUEST || type > FrameType.CREDIT) {
+      if (type < FrameType.REQUEST || type > FrameType.PONG) {
         throw new TdistError("protocol_error", `unknown frame type ${type}`);
       }
       const streamId = buffer.readUInt32BE(at + 5);

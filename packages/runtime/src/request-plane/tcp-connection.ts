@@ -22,6 +22,8 @@ export interface TcpConnectionOptions {
   address: string;
   maxFrameBytes: number;
   connectTimeoutMs: number;
+  /** PING interval while streams are open; `HEARTBEAT_MISSES` intervals without a frame drop the connection. 0 disables. */
+  heartbeatMs?: number | undefined;
   streamWindow: number;
   codec: Codec;
   logger: Logger;
@@ -30,12 +32,20 @@ export interface TcpConnectionOptions {
 }
 
 const MAX_STREAM_ID = 0xffffffff;
+/**
+ * Heartbeat intervals of silence, with streams open, after which the server
+ * is taken for hung (alive to the kernel, which still ACKs, but not running):
+ * enough that a loaded server's event-loop stalls of tens of ms never trip it.
+ */
+const HEARTBEAT_MISSES = 5;
 
 /**
  * The caller's connection to one peer process, multiplexing every stream to
  * it. Frames written while connecting wait in the writer. When the connection
  * drops, every open stream fails with `disconnected` (or `cannot_connect` if
- * it never opened) at once.
+ * it never opened) at once. While streams are open it sends a PING every
+ * `heartbeatMs`; a server that sends no frame at all for `HEARTBEAT_MISSES`
+ * intervals is hung, and the connection is dropped as if it had closed.
  */
 export class TcpConnection implements StreamTransport {
   private readonly writer = new FrameWriter();
@@ -45,6 +55,9 @@ export class TcpConnection implements StreamTransport {
   private connected = false;
   private closedWith: TdistError | undefined;
   private readonly closeListeners: Array<(error: TdistError) => void> = [];
+  private heartbeat: NodeJS.Timeout | undefined;
+  private lastHeardAt = 0;
+  private lastBeatAt = 0;
 
   constructor(private readonly options: TcpConnectionOptions) {
     const { host, port } = parseAddress(options.address);
@@ -66,6 +79,7 @@ export class TcpConnection implements StreamTransport {
     });
     this.socket.on("data", (chunk: Buffer) => {
       heardFromPeer = true;
+      this.lastHeardAt = performance.now();
       try {
         parser.push(chunk);
       } catch (err) {
@@ -156,6 +170,7 @@ export class TcpConnection implements StreamTransport {
     }
     this.streams.set(streamId, stream as TcpResponseStream<unknown>);
     this.writer.write(encodeFrame(FrameType.REQUEST, streamId, payload));
+    if (this.streams.size === 1) this.startHeartbeat();
     return stream;
   }
 
@@ -204,6 +219,9 @@ export class TcpConnection implements StreamTransport {
       case FrameType.END:
         stream?.pushEnd();
         return;
+      case FrameType.PONG:
+        // Liveness only: being heard at all is what counts, and the data handler noted it.
+        return;
       case FrameType.ERROR: {
         let wire: unknown;
         try {
@@ -240,6 +258,53 @@ export class TcpConnection implements StreamTransport {
     );
   }
 
+  private startHeartbeat(): void {
+    const interval = this.options.heartbeatMs ?? 0;
+    if (interval <= 0 || this.heartbeat !== undefined || this.closedWith !== undefined) return;
+    const now = performance.now();
+    // An idle connection may have been silent for long; the clock starts with its first stream.
+    this.lastHeardAt = now;
+    this.lastBeatAt = now;
+    this.heartbeat = setInterval(() => this.beat(interval), interval);
+    this.heartbeat.unref();
+  }
+
+  private stopHeartbeat(): void {
+    clearInterval(this.heartbeat);
+    this.heartbeat = undefined;
+  }
+
+  private beat(interval: number): void {
+    // Idle connections send nothing: the next stream restarts the heartbeat.
+    if (this.streams.size === 0) {
+      this.stopHeartbeat();
+      return;
+    }
+    const now = performance.now();
+    // This process itself stalled (GC, a blocked loop): the server's frames may be waiting unread, so it is not blamed.
+    const late = now - this.lastBeatAt - interval;
+    if (late > interval) this.lastHeardAt = Math.min(now, this.lastHeardAt + late);
+    this.lastBeatAt = now;
+    // Still connecting: the connect timeout decides.
+    if (!this.connected) {
+      this.lastHeardAt = now;
+      return;
+    }
+    const silentMs = now - this.lastHeardAt;
+    if (silentMs > interval * HEARTBEAT_MISSES) {
+      this.fail(
+        new TdistError(
+          "disconnected",
+          `no frame from ${this.options.address} in ${Math.round(silentMs)} ms with ${this.streams.size} streams ` +
+            `open: the server is hung (TDIST_TCP_HEARTBEAT_MS=${interval})`,
+        ),
+      );
+      return;
+    }
+    this.writer.writeFrame(FrameType.PING, 0);
+    this.writer.flush();
+  }
+
   private allocateStreamId(): number {
     const id = this.nextStreamId;
     this.nextStreamId = id >= MAX_STREAM_ID ? 1 : id + 1;
@@ -249,6 +314,7 @@ export class TcpConnection implements StreamTransport {
   private fail(error: TdistError): void {
     if (this.closedWith) return;
     this.closedWith = error;
+    this.stopHeartbeat();
     this.writer.close();
     this.socket.destroy();
     const streams = [...this.streams.values()];

@@ -9,6 +9,8 @@ import type { TcpTls } from "./tcp-tls.js";
 export interface TcpRequestClientOptions {
   maxFrameBytes: number;
   connectTimeoutMs: number;
+  /** PING interval while a connection has open streams; 0 disables (`TDIST_TCP_HEARTBEAT_MS`). */
+  heartbeatMs?: number;
   streamWindow: number;
   codec: Codec;
   logger: Logger;

@@ -176,6 +176,12 @@ class ServerConnection {
       case FrameType.STOP:
         this.runs.get(frame.streamId)?.stop();
         return;
+      case FrameType.PING:
+        if (frame.streamId !== 0) throw new TdistError("protocol_error", "PING on a stream other than 0");
+        // Answered from the socket handler, not by a handler: only a live event loop can send it.
+        this.writer.writeFrame(FrameType.PONG, 0);
+        this.writer.flush();
+        return;
       case FrameType.KILL:
         this.runs.get(frame.streamId)?.cancel(new TdistError("cancelled", "caller killed the request"));
         this.runs.delete(frame.streamId);
