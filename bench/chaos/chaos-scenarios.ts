@@ -167,7 +167,8 @@ export function chaosScenarios(engines: readonly ChaosEngine[]): ScenarioSpec[] 
       name: `sigstop-${requestPlane}-${first}`,
       engine: first,
       requestPlane,
-      expectation: "SIGSTOP a worker: detected by the request plane's heartbeat (TCP) or peer liveness (NATS), its streams migrated, 0 failed",
+      expectation:
+        "SIGSTOP a worker: detected by the request plane's heartbeat (TCP) or peer liveness (NATS), its streams migrated, 0 failed",
       verdict: "all-succeed",
       waves: 2,
       disrupt: stopWorker,
