@@ -1,46 +1,24 @@
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { connect as connectTls } from "node:tls";
 import { inspect } from "node:util";
-import {
-  type InProcessCluster,
-  makeTestCertificates,
-  startInProcessCluster,
-  type TestCertificates,
-} from "@tdist/testkit";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { type InProcessCluster, startInProcessCluster } from "@tdist/testkit";
+import { afterEach, describe, expect, it } from "vitest";
 import { TdistError } from "../errors/tdist-error.js";
 import type { Logger } from "../logger.js";
 import type { RuntimeOptions } from "../runtime-options.js";
 import { resolveRuntimeOptions } from "../runtime-options.js";
 import { collect, describeRequestPlaneSuite, expectError, wordsHandler } from "../testing/request-plane-suite.js";
+import { useTestTls } from "../testing/test-tls.js";
 import { withTimeout } from "../util/abort.js";
 import { FrameParser, FrameType } from "./frame.js";
-import type { TcpTlsOptions } from "./tcp-tls.js";
 
-let dir: string;
-let certs: TestCertificates;
-let stranger: TestCertificates;
-
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), "tdist-tcp-tls-"));
-  certs = await makeTestCertificates({ dir, hosts: ["127.0.0.1"] });
-  stranger = await makeTestCertificates({ dir, name: "stranger", hosts: ["127.0.0.1"] });
-}, 30_000);
-
-afterAll(async () => {
-  await rm(dir, { recursive: true, force: true });
-});
-
-function clusterTls(): TcpTlsOptions {
-  return { certFile: certs.server.certFile, keyFile: certs.server.keyFile, caFile: certs.caFile };
-}
+const tls = useTestTls("tdist-tcp-tls-");
 
 // The whole request-plane contract (streams, cancellation, credit, drains) again, over mutual TLS.
 describeRequestPlaneSuite("tcp+tls", () => ({
   requestPlane: { kind: "tcp", host: "127.0.0.1" },
-  tcpTls: clusterTls(),
+  tcpTls: tls.clusterTls(),
 }));
 
 /** A logger that keeps every line, so tests can look for secrets in them. */
@@ -73,7 +51,7 @@ describe("tcp request plane - TLS", () => {
   async function serveOverTls(): Promise<{ address: string; cluster: InProcessCluster }> {
     cluster = await startInProcessCluster(1, {
       requestPlane: { kind: "tcp", host: "127.0.0.1" },
-      tcpTls: clusterTls(),
+      tcpTls: tls.clusterTls(),
       logger: recordingLogger(lines),
     });
     const endpoint = cluster.runtimes[0]?.namespace("test").component("words").endpoint("generate");
@@ -92,14 +70,18 @@ describe("tcp request plane - TLS", () => {
   }
 
   async function expectStillServing(c: InProcessCluster): Promise<void> {
-    const good = await callerWith(c, { tcpTls: clusterTls() });
+    const good = await callerWith(c, { tcpTls: tls.clusterTls() });
     expect(await collect(good.generate({ text: "still serving" }))).toEqual(["still", "serving"]);
   }
 
   it("tcp tls - a caller whose certificate another CA signed is refused with cannot_connect", async () => {
     const { cluster: c } = await serveOverTls();
     const intruder = await callerWith(c, {
-      tcpTls: { certFile: stranger.client.certFile, keyFile: stranger.client.keyFile, caFile: certs.caFile },
+      tcpTls: {
+        certFile: tls.stranger.client.certFile,
+        keyFile: tls.stranger.client.keyFile,
+        caFile: tls.certs.caFile,
+      },
     });
     const error = await expectError(collect(intruder.generate({ text: "let me in" })), "cannot_connect");
     expect(error.message).toMatch(/certificate/);
@@ -109,7 +91,7 @@ describe("tcp request plane - TLS", () => {
   it("tcp tls - a caller with no certificate gets a cannot_connect ERROR frame and nothing it sent is served", async () => {
     const { address, cluster: c } = await serveOverTls();
     const [host, port] = address.split(":") as [string, string];
-    const socket = connectTls({ host, port: Number(port), ca: await readFile(certs.caFile) });
+    const socket = connectTls({ host, port: Number(port), ca: await readFile(tls.certs.caFile) });
     socket.on("error", () => {});
     const errors: { stream: number; code: string }[] = [];
     const parser = new FrameParser(1 << 20, (frame) => {
@@ -136,20 +118,20 @@ describe("tcp request plane - TLS", () => {
   it("tcp tls - a caller that does not trust the server's CA refuses it with cannot_connect", async () => {
     const { cluster: c } = await serveOverTls();
     const wary = await callerWith(c, {
-      tcpTls: { certFile: certs.client.certFile, keyFile: certs.client.keyFile, caFile: stranger.caFile },
+      tcpTls: { certFile: tls.certs.client.certFile, keyFile: tls.certs.client.keyFile, caFile: tls.stranger.caFile },
     });
     await expectError(collect(wary.generate({ text: "x" })), "cannot_connect");
     await expectStillServing(c);
   });
 
   it("tcp tls - a server certificate that does not name the advertised host is refused", async () => {
-    const elsewhere = await certs.issue("elsewhere", { hosts: ["elsewhere.invalid"] });
+    const elsewhere = await tls.certs.issue("elsewhere", { hosts: ["elsewhere.invalid"] });
     cluster = await startInProcessCluster(1, {
       requestPlane: { kind: "tcp", host: "127.0.0.1" },
-      tcpTls: { ...elsewhere, caFile: certs.caFile },
+      tcpTls: { ...elsewhere, caFile: tls.certs.caFile },
     });
     await cluster.runtimes[0]?.namespace("test").component("words").endpoint("generate").serve(wordsHandler);
-    const caller = await callerWith(cluster, { tcpTls: clusterTls() });
+    const caller = await callerWith(cluster, { tcpTls: tls.clusterTls() });
     const error = await expectError(collect(caller.generate({ text: "x" })), "cannot_connect");
     expect(error.message).toContain("ERR_TLS_CERT_ALTNAME_INVALID");
   });
@@ -157,13 +139,15 @@ describe("tcp request plane - TLS", () => {
   it("tcp tls - a TLS caller of a plaintext server fails with cannot_connect", async () => {
     cluster = await startInProcessCluster(1, { requestPlane: { kind: "tcp", host: "127.0.0.1" } });
     await cluster.runtimes[0]?.namespace("test").component("words").endpoint("generate").serve(wordsHandler);
-    const caller = await callerWith(cluster, { tcpTls: clusterTls() });
+    const caller = await callerWith(cluster, { tcpTls: tls.clusterTls() });
     await expectError(collect(caller.generate({ text: "x" })), "cannot_connect");
   });
 
   it("tcp tls - no key material appears in logs, errors or the resolved options", async () => {
     const keys = await Promise.all(
-      [certs.server.keyFile, certs.client.keyFile, stranger.client.keyFile].map((file) => readFile(file, "utf8")),
+      [tls.certs.server.keyFile, tls.certs.client.keyFile, tls.stranger.client.keyFile].map((file) =>
+        readFile(file, "utf8"),
+      ),
     );
     // The base64 body of each key, line by line: any fragment of it leaking is a failure.
     const fragments = keys.flatMap((pem) =>
@@ -172,7 +156,11 @@ describe("tcp request plane - TLS", () => {
     const messages: string[] = [];
     const { cluster: c } = await serveOverTls();
     const intruder = await callerWith(c, {
-      tcpTls: { certFile: stranger.client.certFile, keyFile: stranger.client.keyFile, caFile: certs.caFile },
+      tcpTls: {
+        certFile: tls.stranger.client.certFile,
+        keyFile: tls.stranger.client.keyFile,
+        caFile: tls.certs.caFile,
+      },
     });
     try {
       await collect(intruder.generate({ text: "x" }));
@@ -181,12 +169,12 @@ describe("tcp request plane - TLS", () => {
     }
     // A certificate given as the key: the load error names the file and OpenSSL's reason only.
     try {
-      resolveRuntimeOptions({ env: {}, tcpTls: { ...clusterTls(), keyFile: certs.client.keyFile } });
+      resolveRuntimeOptions({ env: {}, tcpTls: { ...tls.clusterTls(), keyFile: tls.certs.client.keyFile } });
     } catch (err) {
       expect(TdistError.is(err, "invalid_option")).toBe(true);
       messages.push(inspect(err, { depth: 6 }));
     }
-    const resolved = resolveRuntimeOptions({ env: {}, tcpTls: clusterTls() });
+    const resolved = resolveRuntimeOptions({ env: {}, tcpTls: tls.clusterTls() });
     messages.push(inspect(resolved, { depth: 6 }), JSON.stringify(resolved.tcpTls));
     expect(messages.length).toBe(4);
     expect(lines.length).toBeGreaterThan(0);
@@ -199,24 +187,24 @@ describe("tcp request plane - TLS", () => {
 
 describe("tcp tls options", () => {
   it("tcp tls options - TDIST_TCP_TLS_* set together load; partly set or unreadable is invalid_option", () => {
-    const env = { TDIST_TCP_TLS_CERT: certs.server.certFile, TDIST_TCP_TLS_KEY: certs.server.keyFile };
+    const env = { TDIST_TCP_TLS_CERT: tls.certs.server.certFile, TDIST_TCP_TLS_KEY: tls.certs.server.keyFile };
     expect(resolveRuntimeOptions({ env: {} }).tcpTls).toBeUndefined();
-    expect(resolveRuntimeOptions({ env: { ...env, TDIST_TCP_TLS_CA: certs.caFile } }).tcpTls?.toJSON()).toEqual(
-      clusterTls(),
+    expect(resolveRuntimeOptions({ env: { ...env, TDIST_TCP_TLS_CA: tls.certs.caFile } }).tcpTls?.toJSON()).toEqual(
+      tls.clusterTls(),
     );
-    expect(resolveRuntimeOptions({ env: { ...env, TDIST_TCP_TLS_CA: certs.caFile }, tcpTls: false }).tcpTls).toBe(
+    expect(resolveRuntimeOptions({ env: { ...env, TDIST_TCP_TLS_CA: tls.certs.caFile }, tcpTls: false }).tcpTls).toBe(
       undefined,
     );
     const partly = captureError(() => resolveRuntimeOptions({ env }));
     expect(partly.code).toBe("invalid_option");
     expect(partly.message).toContain("TDIST_TCP_TLS_CA");
     const missing = captureError(() =>
-      resolveRuntimeOptions({ env: { ...env, TDIST_TCP_TLS_CA: join(dir, "no-such-ca.crt") } }),
+      resolveRuntimeOptions({ env: { ...env, TDIST_TCP_TLS_CA: join(tls.dir, "no-such-ca.crt") } }),
     );
     expect(missing.code).toBe("invalid_option");
     expect(missing.message).toContain("no-such-ca.crt");
     const mismatched = captureError(() =>
-      resolveRuntimeOptions({ env: {}, tcpTls: { ...clusterTls(), keyFile: certs.client.keyFile } }),
+      resolveRuntimeOptions({ env: {}, tcpTls: { ...tls.clusterTls(), keyFile: tls.certs.client.keyFile } }),
     );
     expect(mismatched.code).toBe("invalid_option");
   });
