@@ -18,14 +18,13 @@ import {
   type EventPlane,
   eventSubject,
   type Instance,
-  type Logger,
   MemoryEventBus,
   MemoryEventPlane,
   mulberry32,
   NatsEventPlane,
   withTimeout,
 } from "@tdist/runtime";
-import { type NatsServer, startNats } from "@tdist/testkit";
+import { type NatsServer, startNats, type WarnLine, warnRecorder } from "@tdist/testkit";
 import { Registry } from "prom-client";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { VirtualClock } from "./mocker-clock.js";
@@ -55,23 +54,6 @@ const request = (tokenIds: number[]): PreprocessedRequest => ({
   eosTokenIds: [],
   output: {},
 });
-
-interface WarnLine {
-  fields: Record<string, unknown>;
-  message: string | undefined;
-}
-
-function warnRecorder(lines: WarnLine[]): Logger {
-  const ignore = (): void => {};
-  const logger: Logger = {
-    debug: ignore,
-    info: ignore,
-    warn: (fields: object, message?: string) => lines.push({ fields: fields as Record<string, unknown>, message }),
-    error: ignore,
-    child: () => logger,
-  };
-  return logger;
-}
 
 /** Seeded malformed KV events: invented ones and mutations of real ones, each broken in one place. */
 class MalformedKvEvents {

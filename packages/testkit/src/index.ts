@@ -26,3 +26,4 @@ export {
   type TestCertificates,
 } from "./test-certificates.js";
 export { TestkitError, type TestkitErrorCode } from "./testkit-error.js";
+export { type WarnLine, warnRecorder } from "./warn-recorder.js";

@@ -4,10 +4,9 @@
  * skipped with one warning and counted (`malformedRecords`,
  * `onMalformedRecord`), and requests to the valid instance keep succeeding.
  */
-import { type EtcdServer, startEtcd } from "@tdist/testkit";
+import { type EtcdServer, startEtcd, type WarnLine, warnRecorder } from "@tdist/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MemoryDiscoveryStore } from "../discovery/memory-discovery.js";
-import type { Logger } from "../logger.js";
 import { DistributedRuntime } from "../runtime.js";
 import type { RuntimeOptions } from "../runtime-options.js";
 import { collect, type WordsRequest, wordsHandler } from "../testing/request-plane-suite.js";
@@ -18,23 +17,6 @@ import { instanceKeyPrefix } from "./instance.js";
 const SEED = 0x696e7374;
 const PREFIX = instanceKeyPrefix("fuzz", "backend", "generate");
 const WARNING = "ignoring malformed instance record";
-
-interface WarnLine {
-  fields: Record<string, unknown>;
-  message: string | undefined;
-}
-
-function warnRecorder(lines: WarnLine[]): Logger {
-  const ignore = (): void => {};
-  const logger: Logger = {
-    debug: ignore,
-    info: ignore,
-    warn: (fields: object, message?: string) => lines.push({ fields: fields as Record<string, unknown>, message }),
-    error: ignore,
-    child: () => logger,
-  };
-  return logger;
-}
 
 /** Seeded malformed instance records, each as the key it is put under and its value. */
 class MalformedInstanceRecords {
