@@ -2,6 +2,20 @@ import { TdistError, validateName } from "@tdist/runtime";
 import { WORKER_ROLES, type WorkerRole } from "../protocol/disaggregation.js";
 
 /**
+ * What a worker's engine can do beyond plain generation. The frontend sends
+ * a request that needs one only to workers whose card lists it, and answers
+ * 400 naming the capability when no worker of the model has it:
+ * - `tools`: constrained decoding for `tool_choice` `required` or a named
+ *   function (parsing tool calls from output needs no capability);
+ * - `structured_output`: `PreprocessedRequest.guided` (JSON schema, JSON
+ *   object, regex, choice);
+ * - `embeddings`: serves the `embed` endpoint (`/v1/embeddings`);
+ * - `prompt_logprobs`: `output.promptLogprobs` (`echo` with `logprobs`).
+ */
+export const MODEL_CAPABILITIES = ["tools", "structured_output", "embeddings", "prompt_logprobs"] as const;
+export type ModelCapability = (typeof MODEL_CAPABILITIES)[number];
+
+/**
  * Where the frontend gets a model's tokenizer without a shared filesystem:
  * inline in the card (small tokenizers) or fetched from the worker's
  * `tokenizer` endpoint (large ones). Either way verified by sha256.
@@ -38,6 +52,12 @@ export interface ModelCard {
    * A frontend's own `--migration-limit` overrides it.
    */
   migrationLimit?: number;
+  /** What the engine can do beyond generation (absent: nothing). */
+  capabilities?: ModelCapability[];
+  /** Tool-call parser for this model's output (`--tool-call-parser`: `hermes`, `llama3_json`, `mistral`, `qwen3_coder`). */
+  toolCallParser?: string;
+  /** Reasoning parser for this model's output (`--reasoning-parser`: `qwen3`, `deepseek_r1`). */
+  reasoningParser?: string;
 }
 
 export function modelCardPrefix(): string {
@@ -90,6 +110,19 @@ export function parseModelCard(text: string): ModelCard {
   if (card.addBosToken !== undefined && typeof card.addBosToken !== "boolean") fail("addBosToken");
   if (card.role !== undefined && !(WORKER_ROLES as readonly unknown[]).includes(card.role)) fail("role");
   if (card.migrationLimit !== undefined && !isNonNegativeInteger(card.migrationLimit)) fail("migrationLimit");
+  if (
+    card.capabilities !== undefined &&
+    !(
+      Array.isArray(card.capabilities) &&
+      card.capabilities.every((item) => (MODEL_CAPABILITIES as readonly unknown[]).includes(item))
+    )
+  ) {
+    fail("capabilities");
+  }
+  for (const field of ["toolCallParser", "reasoningParser"] as const) {
+    const value = card[field];
+    if (value !== undefined && (typeof value !== "string" || value.length === 0 || value.length > 64)) fail(field);
+  }
   return card as ModelCard;
 }
 

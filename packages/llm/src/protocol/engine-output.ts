@@ -44,6 +44,12 @@ export interface EngineOutput {
   error?: string;
   /** Set with `finishReason: "error"`: what kind of failure it was (absent: `internal`). */
   errorCode?: EngineErrorCode;
+  /**
+   * On the first output when `output.promptLogprobs` was asked: one entry per
+   * prompt token, the first `null` (nothing precedes it), entry i the logprob
+   * of prompt token i given tokens 0..i-1 (`tokenId` is that prompt token).
+   */
+  promptLogprobs?: (TokenLogprob | null)[];
   /** Prompt tokens found in the engine's prefix cache (for metrics and routing). */
   cachedTokens?: number;
   /** A prefill worker's one output: the offer of the prompt's KV cache for the decode worker (see `PrefillPhase`). */

@@ -35,7 +35,30 @@ export interface StopConditions {
 export interface OutputOptions {
   /** Return the chosen token's logprob and this many alternatives per token (0 = only the chosen). */
   logprobs?: number;
+  /**
+   * Return each prompt token's logprob (given the tokens before it) and this
+   * many alternatives per position (0 = only the prompt token's own), on the
+   * first output as `EngineOutput.promptLogprobs`. Needs the engine's
+   * `prompt_logprobs` capability.
+   */
+  promptLogprobs?: number;
 }
+
+/**
+ * Constrained decoding: the output must match this. Needs the engine's
+ * `structured_output` capability; an engine without it refuses the request
+ * (`bad_request`).
+ * - `json_schema`: a JSON value valid against `schema` (OpenAI
+ *   `response_format: {type: "json_schema"}`, vLLM `structured_outputs.json`);
+ * - `json_object`: any JSON object (`response_format: {type: "json_object"}`);
+ * - `regex`: text matching `pattern` in full (vLLM `structured_outputs.regex`);
+ * - `choice`: exactly one of `choices` (vLLM `structured_outputs.choice`).
+ */
+export type GuidedDecoding =
+  | { kind: "json_schema"; schema: Record<string, unknown> }
+  | { kind: "json_object" }
+  | { kind: "regex"; pattern: string }
+  | { kind: "choice"; choices: string[] };
 
 export interface PreprocessedRequest {
   /** Served model name. */
@@ -46,6 +69,8 @@ export interface PreprocessedRequest {
   /** End-of-sequence ids from the model card. */
   eosTokenIds: number[];
   output: OutputOptions;
+  /** Constrained decoding, when the request asks for structured output. */
+  guided?: GuidedDecoding;
   /** Free-form hints (routing decisions, migration attempt, ...). */
   annotations?: Record<string, string>;
   /** Disaggregated serving: this request's phase on a prefill or a decode worker; absent when aggregated. */
